@@ -1,0 +1,323 @@
+"""The one place that decodes and encodes images.
+
+Every tool reads images through :func:`read_image` (RGB, float32, range [0, 1]) and writes
+them through :func:`write_image` (atomic: temp file + rename). Decoding uses Pillow, which
+reads the header before the pixels, so a decompression bomb is refused before it is decoded;
+16-bit, grey, palette and alpha images are normalised here and nowhere else.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> from hardenkit.imageio import read_image, write_image
+    >>> d = tempfile.mkdtemp()
+    >>> write_image(os.path.join(d, "a.png"), np.zeros((4, 5, 3), np.float32))
+    >>> read_image(os.path.join(d, "a.png")).shape
+    (4, 5, 3)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InvalidImageError, UsageError
+
+#: File endings treated as images when walking folders.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+#: Default refusal limit: 100 megapixels (a 10,000 x 10,000 image).
+DEFAULT_MAX_PIXELS = 100_000_000
+
+#: Alpha is composited on this neutral grey so transparent areas carry no signal.
+NEUTRAL_BACKGROUND = 0.5
+
+_FORMAT_BY_EXT = {
+    ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP",
+    ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF",
+}
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has an image file ending (case-insensitive).
+
+    Example:
+        >>> is_image_path("x/IMG_1.JPG"), is_image_path("notes.txt")
+        (True, False)
+    """
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def iter_images(paths: Iterable[str | os.PathLike[str]], recursive: bool = True) -> Iterator[Path]:
+    """Yield image files from a mix of files and folders, folders walked in sorted order.
+
+    Files named explicitly are yielded whatever their ending (so a bad one gets a clear
+    error later); folders contribute only files with an image ending. Hidden files are skipped.
+
+    Args:
+        paths: Files and/or folders.
+        recursive: Walk sub-folders. Defaults to True.
+
+    Raises:
+        UsageError: A path does not exist.
+
+    Example:
+        >>> list(iter_images([]))
+        []
+    """
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            for f in sorted(p.glob(pattern)):
+                if f.is_file() and is_image_path(f) and not f.name.startswith("."):
+                    yield f
+        elif p.exists() or p.is_symlink():
+            yield p
+        else:
+            raise UsageError(f"{p}: no such file or folder")
+
+
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise InvalidImageError(path, "is a directory, not an image")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InvalidImageError(path, "no such file") from None
+    except OSError as e:
+        raise InvalidImageError(path, f"unreadable ({e.strerror})") from None
+    if size == 0:
+        raise InvalidImageError(path, "zero-byte file")
+    if not os.access(path, os.R_OK):
+        raise InvalidImageError(path, "unreadable (permission denied)")
+
+
+def _to_float_rgb(img: Image.Image, background: float) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        g = np.clip(arr / top, 0.0, 1.0).astype(np.float32)
+        return np.repeat(g[..., None], 3, axis=2)
+    if mode == "F":
+        g = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(g[..., None], 3, axis=2)
+    has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        a = rgba[..., 3:4]
+        return (rgba[..., :3] * a + background * (1.0 - a)).astype(np.float32)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: float = NEUTRAL_BACKGROUND,
+) -> np.ndarray:
+    """Decode an image file to RGB float32 in [0, 1], shape (H, W, 3).
+
+    JPEG, PNG (8/16-bit, grey, palette, RGBA), BMP, WebP, TIFF and GIF (first frame) are
+    read; EXIF orientation is applied; alpha is composited on ``background``.
+
+    Args:
+        path: The image file.
+        max_pixels: Refuse images with more pixels than this (decompression bombs), checked
+            from the header before decoding. Defaults to 100 megapixels.
+        background: Grey level alpha is composited on. Defaults to 0.5.
+
+    Returns:
+        The image as a float32 array.
+
+    Raises:
+        InvalidImageError: Zero-byte, truncated, not an image, unreadable, a directory, or
+            too large; the message names the file and the reason.
+
+    Example:
+        >>> read_image("photo.jpg").dtype  # doctest: +SKIP
+        dtype('float32')
+    """
+    p = Path(path)
+    _check_file(p)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise InvalidImageError(
+                        p, f"too large: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}"
+                    )
+                if getattr(img, "n_frames", 1) > 1:
+                    img.seek(0)
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                return _to_float_rgb(img, background)
+    except InvalidImageError:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidImageError(p, "not an image (unrecognised format)") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise InvalidImageError(p, f"too large ({e})") from None
+    except PermissionError:
+        raise InvalidImageError(p, "unreadable (permission denied)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e)
+        if "truncated" in msg.lower() or isinstance(e, EOFError) or "broken data" in msg.lower():
+            raise InvalidImageError(p, f"truncated image ({msg})") from None
+        raise InvalidImageError(p, f"corrupt image ({msg})") from None
+
+
+def read_mask(path: str | os.PathLike[str], size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a ground-truth mask (white = sensitive) as a bool array (H, W).
+
+    Args:
+        path: Mask image (any format :func:`read_image` reads).
+        size: Optional (height, width) to resize to (nearest neighbour).
+
+    Example:
+        >>> read_mask("masks/test/sensitive/0001.png").dtype  # doctest: +SKIP
+        dtype('bool')
+    """
+    import cv2
+
+    m = read_image(path).mean(axis=2) > 0.5
+    if size is not None and m.shape != tuple(size):
+        m = cv2.resize(m.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
+    return m
+
+
+def image_format_for(path: str | os.PathLike[str]) -> str:
+    """The Pillow format name written for a path's ending (``.jpg`` -> ``JPEG``).
+
+    Raises:
+        UsageError: The ending is not an image format hardenkit writes.
+
+    Example:
+        >>> image_format_for("out/a.webp")
+        'WEBP'
+    """
+    ext = Path(path).suffix.lower()
+    if ext not in _FORMAT_BY_EXT:
+        raise UsageError(f"{path}: cannot write images with ending {ext or '(none)'!r}; "
+                         f"expected one of {', '.join(sorted(_FORMAT_BY_EXT))}")
+    return _FORMAT_BY_EXT[ext]
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Convert a float image in [0, 1] to uint8 (rounded, clipped).
+
+    Example:
+        >>> to_uint8(np.array([[[0.0, 0.5, 1.0]]])).tolist()
+        [[[0, 128, 255]]]
+    """
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(np.rint(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    image: np.ndarray,
+    quality: int = 95,
+    metadata_from: str | os.PathLike[str] | None = None,
+    overwrite: bool = True,
+) -> None:
+    """Encode ``image`` (RGB float in [0, 1] or uint8) to ``path`` atomically.
+
+    The format follows the path's ending. The file is written to a temporary name in the
+    same folder and renamed into place, so a crash never leaves a partial file.
+
+    Args:
+        path: Destination; parent folders are created.
+        image: (H, W, 3) RGB or (H, W) grey.
+        quality: JPEG/WebP quality. Defaults to 95.
+        metadata_from: Copy EXIF and ICC profile from this source image where the format
+            allows (otherwise metadata is stripped). Defaults to None.
+        overwrite: If False, refuse to replace an existing file.
+
+    Raises:
+        UsageError: Unknown ending, or the file exists and ``overwrite`` is False.
+
+    Example:
+        >>> write_image("/tmp/hk_doc.png", np.ones((2, 2, 3)))
+    """
+    dst = Path(path)
+    fmt = image_format_for(dst)
+    if not overwrite and dst.exists():
+        raise UsageError(f"{dst}: exists; refusing to overwrite")
+    arr = to_uint8(np.asarray(image))
+    pil = Image.fromarray(arr if arr.ndim == 2 else arr[..., :3])
+    kwargs: dict[str, object] = {}
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if metadata_from is not None:
+        try:
+            with Image.open(metadata_from) as src:
+                if "exif" in src.info and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+                    kwargs["exif"] = src.info["exif"]
+                if "icc_profile" in src.info and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+                    kwargs["icc_profile"] = src.info["icc_profile"]
+        except (OSError, UnidentifiedImageError):
+            pass  # metadata is best-effort; the pixels are what matter
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pil.save(fh, format=fmt, **kwargs)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write a text file atomically (temp file + rename).
+
+    Example:
+        >>> atomic_write_text("/tmp/hk_doc.txt", "hello")
+    """
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W[, C]) float image to ``size`` = (height, width).
+
+    Uses area interpolation when shrinking and bilinear when growing.
+
+    Example:
+        >>> resize(np.zeros((10, 20, 3), np.float32), (5, 5)).shape
+        (5, 5, 3)
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    if (h, w) == tuple(size):
+        return image.astype(np.float32, copy=False)
+    interp = cv2.INTER_AREA if size[0] < h and size[1] < w else cv2.INTER_LINEAR
+    out = cv2.resize(np.asarray(image, np.float32), (int(size[1]), int(size[0])), interpolation=interp)
+    return out

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardenkit.data import load_split, scan_split, tf_dataset
+from hardenkit.demo import generate, generate_scene
+from hardenkit.errors import ConfigError, DataError
+from hardenkit.train import TrainConfig, train_baseline
+
+
+def test_demo_is_deterministic_and_has_exact_masks(tmp_path: Path) -> None:
+    a = generate_scene(np.random.default_rng([3, 1, 7]), sensitive=True)
+    b = generate_scene(np.random.default_rng([3, 1, 7]), sensitive=True)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert a[1].any() and a[2] >= 1
+    img, mask, n = generate_scene(np.random.default_rng(5), sensitive=False)
+    assert not mask.any() and n == 0
+
+
+def test_demo_has_multi_item_scenes() -> None:
+    counts = [generate_scene(np.random.default_rng(i), True)[2] for i in range(60)]
+    assert max(counts) >= 2 and min(counts) == 1
+
+
+def test_loader_with_masks(tiny_data: Path) -> None:
+    split = scan_split(tiny_data, "test")
+    assert split.class_names == ("normal", "sensitive") and split.has_masks
+    ds = load_split(split, (16, 16))
+    assert ds.x.shape == (16, 16, 16, 3) and ds.masks is not None
+    assert ds.masks[ds.y == 1].any(axis=(1, 2)).all()
+    assert not ds.masks[ds.y == 0].any()
+
+
+def test_loader_without_masks_and_bad_files_reported(tiny_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    shutil.copytree(tiny_data / "val", root / "val")
+    shutil.copytree(tiny_data / "train", root / "train")
+    (root / "val" / "normal" / "broken.jpg").write_bytes(b"")
+    split = scan_split(root, "val")
+    assert not split.has_masks
+    ds = load_split(split, (16, 16))
+    assert ds.masks is None and len(ds.x) == len(split) - 1
+    assert len(ds.errors) == 1 and "zero-byte" in str(ds.errors[0])
+    errs: list = []
+    n = sum(int(b[0].shape[0]) for b in tf_dataset(split, (16, 16), batch_size=5, errors=errs))
+    assert n == len(split) - 1 and "broken.jpg" in errs[0].path
+
+
+def test_layout_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="expected a dataset folder"):
+        scan_split(tmp_path, "train")
+    (tmp_path / "train" / "only").mkdir(parents=True)
+    with pytest.raises(DataError, match="at least two class folders"):
+        scan_split(tmp_path, "train")
+
+
+@pytest.mark.parametrize("kw, match", [({"epochs": 0}, "expected epochs >= 1, got 0"),
+                                       ({"image_size": 4}, "expected image_size >= 8"),
+                                       ({"out": "m.txt"}, "expected --out to end in .keras")])
+def test_train_config_validation(kw: dict, match: str) -> None:
+    base = {"data": "d", "out": "m.keras"}
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**{**base, **kw})
+
+
+def test_train_saves_best_model_with_class_names(tiny_data: Path, tmp_path: Path) -> None:
+    from hardenkit.modelio import load_model, sidecar_path
+
+    res = train_baseline(TrainConfig(data=tiny_data, out=tmp_path / "m.keras", epochs=2, image_size=16))
+    b = load_model(res.path)
+    assert b.class_names == ("normal", "sensitive") and b.image_size == (16, 16)
+    assert 0.0 <= res.val_accuracy <= 1.0
+    meta = json.loads(sidecar_path(res.path).read_text())
+    assert meta["val_accuracy"] == pytest.approx(res.val_accuracy)

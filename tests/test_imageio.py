@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hardenkit.errors import InvalidImageError, UsageError
+from hardenkit.imageio import iter_images, read_image, read_mask, write_image
+
+
+def _rgb(h: int = 6, w: int = 5) -> np.ndarray:
+    return (np.arange(h * w * 3).reshape(h, w, 3) % 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "bmp", "webp", "tiff", "gif"])
+def test_reads_every_format_as_rgb_float(tmp_path: Path, ext: str) -> None:
+    p = tmp_path / f"a.{ext}"
+    Image.fromarray(_rgb()).save(p)
+    img = read_image(p)
+    assert img.shape == (6, 5, 3) and img.dtype == np.float32
+    assert 0.0 <= img.min() and img.max() <= 1.0
+
+
+def test_png_16bit_grey_is_scaled(tmp_path: Path) -> None:
+    p = tmp_path / "g16.png"
+    Image.fromarray(np.full((3, 4), 65535, np.uint16)).save(p)
+    img = read_image(p)
+    assert img.shape == (3, 4, 3) and np.allclose(img, 1.0)
+
+
+def test_rgba_composited_on_neutral_grey(tmp_path: Path) -> None:
+    p = tmp_path / "a.png"
+    arr = np.zeros((2, 2, 4), np.uint8)  # fully transparent black
+    Image.fromarray(arr, "RGBA").save(p)
+    assert np.allclose(read_image(p), 0.5)
+
+
+def test_exif_orientation_applied(tmp_path: Path) -> None:
+    p = tmp_path / "rot.jpg"
+    im = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    im.save(p, exif=exif)
+    assert read_image(p).shape == (20, 10, 3)
+
+
+def test_gif_first_frame(tmp_path: Path) -> None:
+    p = tmp_path / "anim.gif"
+    frames = [Image.fromarray(np.full((4, 4, 3), v, np.uint8)) for v in (255, 0)]
+    frames[0].save(p, save_all=True, append_images=frames[1:])
+    assert read_image(p).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda p: p.write_bytes(b""), "zero-byte file"),
+        (lambda p: p.write_bytes(b"this is not an image at all"), "not an image"),
+        (lambda p: p.mkdir(), "is a directory"),
+    ],
+)
+def test_bad_inputs_raise_with_file_and_reason(tmp_path: Path, make, reason: str) -> None:
+    p = tmp_path / "bad.jpg"
+    make(p)
+    with pytest.raises(InvalidImageError, match=reason) as ei:
+        read_image(p)
+    assert str(p) in str(ei.value)
+
+
+def test_truncated_image(tmp_path: Path) -> None:
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(good)
+    bad = tmp_path / "trunc.jpg"
+    bad.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(InvalidImageError, match="truncated"):
+        read_image(bad)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
+def test_unreadable(tmp_path: Path) -> None:
+    p = tmp_path / "secret.png"
+    Image.fromarray(_rgb()).save(p)
+    p.chmod(0)
+    with pytest.raises(InvalidImageError, match="unreadable"):
+        read_image(p)
+
+
+def test_decompression_bomb_refused_before_decode(tmp_path: Path) -> None:
+    p = tmp_path / "big.png"
+    Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(p)
+    with pytest.raises(InvalidImageError, match="too large: 100x100"):
+        read_image(p, max_pixels=5000)
+
+
+def test_write_is_atomic_and_leaves_nothing_on_failure(tmp_path: Path, monkeypatch) -> None:
+    dst = tmp_path / "out.png"
+    write_image(dst, np.ones((3, 3, 3)))
+    before = dst.read_bytes()
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", boom)
+    with pytest.raises(RuntimeError):
+        write_image(dst, np.zeros((3, 3, 3)))
+    assert dst.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["out.png"]
+
+
+def test_write_keeps_format_from_ending_and_refuses_unknown(tmp_path: Path) -> None:
+    write_image(tmp_path / "x.webp", np.ones((3, 3, 3)))
+    with Image.open(tmp_path / "x.webp") as im:
+        assert im.format == "WEBP"
+    with pytest.raises(UsageError, match="cannot write images with ending '.txt'"):
+        write_image(tmp_path / "x.txt", np.ones((3, 3, 3)))
+
+
+def test_write_refuses_overwrite_when_asked(tmp_path: Path) -> None:
+    write_image(tmp_path / "x.png", np.ones((3, 3, 3)))
+    with pytest.raises(UsageError, match="refusing to overwrite"):
+        write_image(tmp_path / "x.png", np.ones((3, 3, 3)), overwrite=False)
+
+
+def test_roundtrip_png_exact(tmp_path: Path) -> None:
+    arr = _rgb()
+    write_image(tmp_path / "r.png", arr)
+    assert np.array_equal((read_image(tmp_path / "r.png") * 255).round().astype(np.uint8), arr)
+
+
+def test_read_mask_and_iter_images(tmp_path: Path) -> None:
+    m = np.zeros((4, 4), np.uint8)
+    m[1:3, 1:3] = 255
+    (tmp_path / "sub").mkdir()
+    Image.fromarray(m).save(tmp_path / "sub" / "m.png")
+    (tmp_path / "notes.txt").write_text("x")
+    assert read_mask(tmp_path / "sub" / "m.png").sum() == 4
+    assert [p.name for p in iter_images([tmp_path])] == ["m.png"]
+    with pytest.raises(UsageError, match="no such file"):
+        list(iter_images([tmp_path / "missing"]))
