@@ -1,0 +1,144 @@
+"""The configuration of a hardening run (``harden run``), loadable from ``harden.toml``.
+
+Example:
+    >>> from hardening.config import HardenConfig
+    >>> HardenConfig(rounds=2).eps
+    0.03137254901960784
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hardenkit.errors import ConfigError
+
+SAMPLE_KINDS = ("cam_erasure", "attention", "adversarial", "jacobian", "pool")
+
+
+@dataclass(frozen=True)
+class HardenConfig:
+    """Every knob of the hardening loop. Each sample kind has a weight; 0 switches it off.
+
+    Attributes:
+        rounds: Hardening rounds after the round-0 baseline evaluation. Defaults to 5.
+        data: Dataset folder; None = the built-in demo data.
+        model: Starting model; None = the cached demo baseline (trained on first use).
+        out: Run folder. Defaults to ``runs/harden``.
+        eps: L-inf budget of the PGD samples and of robust accuracy. Defaults to 8/255.
+        pgd_steps: PGD steps when making training samples. Defaults to 7.
+        eval_steps: PGD steps when measuring robust accuracy. Defaults to 20.
+        fgsm_mix: Share of adversarial samples made with FGSM instead of PGD. Defaults to 0.
+        recall: fpr/miss rate are measured at the threshold (set on val) holding this recall.
+        cam_method: CAM method; None = cam's default.
+        cam_threshold: Relative map threshold for regions. Defaults to 0.5.
+        erasure_min_remaining: With masks, an erased image stays sensitive if at least this
+            share of its ground-truth area is uncovered. Defaults to 0.3.
+        weights: Training weight per sample kind (0 = off).
+        max_per_kind: Cap on new samples of each kind per round. Defaults to 2000.
+        jacobian_seeds: Seed images for Jacobian boundary samples per round. Defaults to 300.
+        jacobian_lambda: Jacobian step size. Defaults to 0.03.
+        pool: Unlabelled pool folder to mine near-boundary images from (optional).
+        pool_labels: CSV ``file,label`` labelling pool images; else they go to review.
+        pool_top: Pool images taken per round. Defaults to 100.
+        epochs: Adam epochs per round. Defaults to 4.
+        sgd_epochs: SGD finishing epochs per round at ``sgd_learning_rate``. Defaults to 1.
+        learning_rate: Adam learning rate. Defaults to 1e-3.
+        sgd_learning_rate: Defaults to 1e-3.
+        batch_size: Defaults to 64.
+        drift_images: Test images shown in the CAM-drift gallery. Defaults to 12.
+        seed: Seeds every random choice. Defaults to 0.
+        mixed_precision: Use float16 compute on GPU. Defaults to False.
+    """
+
+    rounds: int = 5
+    data: str | None = None
+    model: str | None = None
+    out: str = "runs/harden"
+    eps: float = 8 / 255
+    pgd_steps: int = 7
+    eval_steps: int = 20
+    fgsm_mix: float = 0.0
+    recall: float = 0.95
+    cam_method: str | None = None
+    cam_threshold: float = 0.5
+    erasure_min_remaining: float = 0.3
+    weights: dict[str, float] = field(default_factory=lambda: {k: 1.0 for k in SAMPLE_KINDS})
+    max_per_kind: int = 2000
+    jacobian_seeds: int = 300
+    jacobian_lambda: float = 0.03
+    pool: str | None = None
+    pool_labels: str | None = None
+    pool_top: int = 100
+    epochs: int = 4
+    sgd_epochs: int = 1
+    learning_rate: float = 1e-3
+    sgd_learning_rate: float = 1e-3
+    batch_size: int = 64
+    drift_images: int = 12
+    seed: int = 0
+    mixed_precision: bool = False
+
+    def __post_init__(self) -> None:
+        ints = {"rounds": 1, "pgd_steps": 1, "eval_steps": 1, "max_per_kind": 0, "jacobian_seeds": 0,
+                "pool_top": 0, "epochs": 1, "sgd_epochs": 0, "batch_size": 1, "drift_images": 0}
+        for name, lo in ints.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ConfigError(f"expected {name} >= {lo}, got {v!r}")
+        for name, lo, hi in (("eps", 0.0, 1.0), ("fgsm_mix", 0.0, 1.0), ("recall", 0.0, 1.0),
+                             ("cam_threshold", 0.0, 1.0), ("erasure_min_remaining", 0.0, 1.0),
+                             ("jacobian_lambda", 0.0, 1.0)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not (lo <= v <= hi):
+                raise ConfigError(f"expected {lo} <= {name} <= {hi}, got {v!r}")
+        for name in ("learning_rate", "sgd_learning_rate"):
+            v = getattr(self, name)
+            if not (0 < v < 1):
+                raise ConfigError(f"expected 0 < {name} < 1, got {v!r}")
+        unknown = set(self.weights) - set(SAMPLE_KINDS)
+        if unknown:
+            raise ConfigError(f"expected sample kinds among {list(SAMPLE_KINDS)}, got {sorted(unknown)}")
+        for k, w in self.weights.items():
+            if not isinstance(w, (int, float)) or w < 0:
+                raise ConfigError(f"expected weights.{k} >= 0, got {w!r}")
+        full = {k: float(self.weights.get(k, 1.0)) for k in SAMPLE_KINDS}
+        object.__setattr__(self, "weights", full)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-able dict (saved as ``config.json`` in the run folder)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str], **overrides: Any) -> "HardenConfig":
+        """Read a ``harden.toml``; ``overrides`` (e.g. from the command line) win.
+
+        The file holds the attribute names at top level and an optional ``[weights]`` table::
+
+            rounds = 3
+            eps = 0.0157
+            [weights]
+            jacobian = 0      # off
+            adversarial = 2.0
+
+        Raises:
+            ConfigError: Unreadable file, unknown key, or a value out of range.
+
+        Example:
+            >>> HardenConfig.from_toml("harden.toml", rounds=2)  # doctest: +SKIP
+        """
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{p}: cannot read config ({e})") from None
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - names
+        if unknown:
+            raise ConfigError(f"{p}: unknown key(s) {sorted(unknown)}; expected some of {sorted(names)}")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**raw)

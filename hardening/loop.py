@@ -1,0 +1,498 @@
+"""The closed loop: find what the model gets wrong, turn it into samples, retrain, measure.
+
+Round 0 evaluates the starting model. Every round r >= 1 then:
+
+1. covers the top CAM region of correctly flagged sensitive training images with noise
+   (labelled from the masks, else queued for review) and keeps those the model now misjudges;
+2. covers wrong-place attention (map peak outside the mask) with noise, label kept;
+3. makes PGD (optionally FGSM) adversarial versions of the training set, true labels;
+4. walks seeds toward the boundary (Jacobian samples) and mines a pool, if given;
+5. retrains from the previous round's model (Adam, then an SGD finish), best epoch by
+   validation accuracy, class-balanced, each kind weighted by the config;
+6. evaluates on the test split, the same way every round.
+
+Everything a round produces is on disk before the round is marked done
+(``round-K/DONE``), so ``resume=True`` continues a killed run losing only the round in
+progress. Randomness is seeded per round, so a resumed run ends where an uninterrupted
+one would.
+
+Example:
+    >>> from hardening import HardenConfig, run
+    >>> result = run(HardenConfig(rounds=5, out="runs/demo"))  # doctest: +SKIP
+    >>> result.metrics[-1]["robust_accuracy"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from hardenkit.errors import UsageError
+from hardenkit.imageio import atomic_write_text, iter_images, read_image, resize, write_image
+
+from .config import SAMPLE_KINDS, HardenConfig
+from .samples import SampleSet, attention_samples, erasure_samples
+
+METRIC_KEYS = ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall")
+
+
+@dataclass
+class RunResult:
+    """What ``run`` leaves behind: the per-round metrics and where everything is."""
+
+    out: Path
+    metrics: list[dict[str, Any]]
+    best_round: int
+    bad_files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Data:
+    train: Any
+    val: Any
+    test: Any
+    class_names: tuple[str, ...]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _round_dir(out: Path, r: int) -> Path:
+    return out / f"round-{r}"
+
+
+def finished_rounds(out: str | Path) -> list[int]:
+    """Rounds of a run folder that completed (their ``DONE`` marker exists).
+
+    Example:
+        >>> finished_rounds("/nonexistent")
+        []
+    """
+    o = Path(out)
+    if not o.is_dir():
+        return []
+    done = []
+    for d in o.glob("round-*"):
+        try:
+            k = int(d.name.split("-", 1)[1])
+        except ValueError:
+            continue
+        if (d / "DONE").exists():
+            done.append(k)
+    return sorted(done)
+
+
+def _cam_maps(bundle: Any, x: np.ndarray, method: str | None, batch_size: int = 64) -> np.ndarray:
+    import cam
+
+    if len(x) == 0:
+        return np.zeros(x.shape[:3], np.float32)
+    kw = {"method": method} if method else {}
+    maps = cam.explain(bundle, x, target="sensitive", batch_size=batch_size, **kw)
+    return np.stack([np.asarray(m, np.float32) for m in maps])
+
+
+def _pgd(bundle: Any, x: np.ndarray, y: np.ndarray, eps: float, steps: int, seed: int) -> np.ndarray:
+    from attacks import pgd_tf
+
+    if len(x) == 0 or eps == 0:
+        return x.copy()
+    return np.asarray(pgd_tf(bundle, x, y, eps=eps, steps=steps, seed=seed), np.float32)
+
+
+def _accuracy(bundle: Any, x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) == 0:
+        return float("nan")
+    return float((bundle.predict(x).argmax(axis=1) == y).mean())
+
+
+def _threshold_at_recall(scores: np.ndarray, yb: np.ndarray, recall: float) -> float:
+    from attacks import threshold_at_recall
+
+    return float(threshold_at_recall(scores, yb, recall))
+
+
+def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str, Any]:
+    """Measure one model the same way every round (test split; threshold set on val).
+
+    Returns:
+        ``accuracy``, ``fpr``, ``miss_rate``, ``robust_accuracy``, ``robust_by_eps``,
+        ``pointing_game``, ``item_recall`` (None without masks), ``threshold``,
+        ``confusion`` ([[tn, fp], [fn, tp]] at the threshold), ``val_score``.
+    """
+    from cam.metrics import item_recall, pointing_game
+
+    test, val = data.test, data.val
+    yb_val = bundle.labels_binary(val.y)
+    thr = _threshold_at_recall(bundle.sensitive_score(val.x), yb_val, cfg.recall)
+    probs = bundle.predict(test.x)
+    s = probs[:, list(bundle.sensitive_indices)].sum(axis=1)
+    yb = bundle.labels_binary(test.y)
+    flagged = s >= thr
+    tn, fp = int((~flagged & (yb == 0)).sum()), int((flagged & (yb == 0)).sum())
+    fn, tp = int((~flagged & (yb == 1)).sum()), int((flagged & (yb == 1)).sum())
+    acc = float((probs.argmax(1) == test.y).mean())
+    by_eps = {}
+    for e in sorted({cfg.eps / 4, cfg.eps / 2, cfg.eps}):
+        adv = _pgd(bundle, test.x, test.y, e, cfg.eval_steps, seed)
+        by_eps[f"{e:.4f}"] = _accuracy(bundle, adv, test.y)
+    robust = by_eps[f"{cfg.eps:.4f}"]
+    pg = ir = None
+    if test.masks is not None:
+        sel = (yb == 1) & test.masks.any(axis=(1, 2))
+        if sel.any():
+            maps = _cam_maps(bundle, test.x[sel], cfg.cam_method)
+            pg = float(pointing_game(maps, test.masks[sel]))
+            ir = float(item_recall(maps, test.masks[sel], threshold=cfg.cam_threshold))
+    nv = min(len(val.x), 200)
+    val_adv = _pgd(bundle, val.x[:nv], val.y[:nv], cfg.eps, cfg.eval_steps, seed)
+    val_score = 0.5 * (_accuracy(bundle, val.x, val.y) + _accuracy(bundle, val_adv, val.y[:nv]))
+    return {
+        "accuracy": acc,
+        "fpr": fp / max(1, fp + tn),
+        "miss_rate": fn / max(1, fn + tp),
+        "robust_accuracy": robust,
+        "pointing_game": pg,
+        "item_recall": ir,
+        "threshold": thr,
+        "robust_by_eps": by_eps,
+        "confusion": [[tn, fp], [fn, tp]],
+        "val_score": val_score,
+    }
+
+
+def _save_gallery(bundle: Any, data: _Data, cfg: HardenConfig, rdir: Path, drift_idx: np.ndarray) -> None:
+    """CAM overlays of the fixed drift images, and the top-loss gallery with its CSV."""
+    from cam import overlay
+
+    test = data.test
+    show = (160, 160)
+    if len(drift_idx):
+        maps = _cam_maps(bundle, test.x[drift_idx], cfg.cam_method)
+        for j, i in enumerate(drift_idx):
+            ov = overlay(resize(test.x[i], show), resize(maps[j], show))
+            write_image(rdir / "drift" / f"{j:02d}-{test.samples[i].path.stem}.png", ov)
+    probs = bundle.predict(test.x)
+    loss = -np.log(np.clip(probs[np.arange(len(test.y)), test.y], 1e-7, 1.0))
+    top = np.argsort(-loss)[: cfg.drift_images or 12]
+    maps = _cam_maps(bundle, test.x[top], cfg.cam_method)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["file", "true_label", "score", "loss", "overlay"])
+    s = probs[:, list(bundle.sensitive_indices)].sum(axis=1)
+    for j, i in enumerate(top):
+        rel = f"{rdir.name}/top-loss/{j:02d}-{test.samples[i].path.stem}.png"
+        write_image(rdir.parent / rel, overlay(resize(test.x[i], show), resize(maps[j], show)))
+        w.writerow([str(test.samples[i].path), data.class_names[int(test.y[i])], f"{s[i]:.4f}",
+                    f"{loss[i]:.4f}", rel])
+    atomic_write_text(rdir / "top-loss.csv", buf.getvalue())
+
+
+def _drift_indices(data: _Data, n: int, sensitive_idx: tuple[int, ...], seed: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, int)
+    rng = np.random.default_rng(seed)
+    sens = np.flatnonzero(np.isin(data.test.y, sensitive_idx))
+    norm = np.flatnonzero(~np.isin(data.test.y, sensitive_idx))
+    k = min(len(sens), (2 * n) // 3)
+    pick = list(rng.choice(sens, k, replace=False)) + list(rng.choice(norm, min(len(norm), n - k), replace=False))
+    return np.array(sorted(pick), int)
+
+
+def _load_pool_labels(path: str | None, class_names: tuple[str, ...]) -> dict[str, int]:
+    if not path:
+        return {}
+    labels = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            name = row.get("label", "")
+            if name not in class_names:
+                raise UsageError(f"{path}: label {name!r} is not one of {list(class_names)}")
+            labels[Path(row["file"]).name] = class_names.index(name)
+    return labels
+
+
+def make_samples(
+    bundle: Any, data: _Data, cfg: HardenConfig, r: int, used_pool: set[str], progress: Callable[[str], None]
+) -> list[SampleSet]:
+    """All new samples of round ``r`` (review-queued ones included, flagged)."""
+    from attacks import generate, jacobian_boundary
+
+    rng = np.random.default_rng([cfg.seed, r])
+    tr = data.train
+    sens_idx = bundle.sensitive_indices
+    normal_label = next(i for i in range(len(data.class_names)) if i not in sens_idx)
+    shape = tr.x.shape[1:]
+    sets: list[SampleSet] = []
+    probs = bundle.predict(tr.x)
+    pred = probs.argmax(1)
+    yb = bundle.labels_binary(tr.y)
+    right_sens = np.flatnonzero((yb == 1) & (pred == tr.y))
+    cap = cfg.max_per_kind
+    need_maps = cfg.weights["cam_erasure"] > 0 or cfg.weights["attention"] > 0
+    if need_maps and len(right_sens):
+        progress("cam")
+        pick = right_sens if len(right_sens) <= cap else rng.choice(right_sens, cap, replace=False)
+        maps = _cam_maps(bundle, tr.x[pick], cfg.cam_method)
+        masks = tr.masks[pick] if tr.masks is not None else None
+        if cfg.weights["cam_erasure"] > 0:
+            er = erasure_samples(tr.x[pick], tr.y[pick], int(tr.y[pick][0]), normal_label, maps, masks, rng,
+                                 cfg.cam_threshold, cfg.erasure_min_remaining)
+            if len(er):
+                wrong = bundle.predict(er.x).argmax(1) != er.y
+                er = er.select(wrong | er.review)
+                er.source = pick[er.source] if len(er) else er.source
+            sets.append(er)
+        if cfg.weights["attention"] > 0 and masks is not None:
+            at = attention_samples(tr.x[pick], tr.y[pick], maps, masks, rng, cfg.cam_threshold)
+            at.source = pick[at.source] if len(at) else at.source
+            sets.append(at)
+    if cfg.weights["adversarial"] > 0:
+        progress("adversarial")
+        idx = np.arange(len(tr.x)) if len(tr.x) <= cap else rng.choice(len(tr.x), cap, replace=False)
+        n_fgsm = int(round(cfg.fgsm_mix * len(idx)))
+        parts = []
+        if n_fgsm:
+            parts.append(np.asarray(generate(bundle, tr.x[idx[:n_fgsm]], tr.y[idx[:n_fgsm]], attack="fgsm",
+                                             eps=cfg.eps).adversarial, np.float32))
+        parts.append(_pgd(bundle, tr.x[idx[n_fgsm:]], tr.y[idx[n_fgsm:]], cfg.eps, cfg.pgd_steps, cfg.seed * 1000 + r))
+        sets.append(SampleSet("adversarial", np.concatenate(parts), tr.y[idx].astype(np.int32),
+                              np.zeros(len(idx), bool), idx))
+    boundary = np.zeros((0, *shape), np.float32)
+    if cfg.weights["jacobian"] > 0 or (cfg.pool and cfg.weights["pool"] > 0):
+        progress("jacobian")
+        k = min(cfg.jacobian_seeds, len(tr.x)) or min(100, len(tr.x))
+        idx = rng.choice(len(tr.x), k, replace=False)
+        boundary = np.asarray(jacobian_boundary(bundle, tr.x[idx], tr.y[idx], lam=cfg.jacobian_lambda), np.float32)
+        if cfg.weights["jacobian"] > 0:
+            sets.append(SampleSet("jacobian", boundary, tr.y[idx].astype(np.int32), np.zeros(k, bool), idx))
+    if cfg.pool and cfg.weights["pool"] > 0 and cfg.pool_top > 0:
+        progress("pool")
+        from attacks import mine_pool
+
+        labels = _load_pool_labels(cfg.pool_labels, data.class_names)
+        paths = [p for p in iter_images([cfg.pool]) if str(p) not in used_pool]
+        mined = mine_pool(bundle, paths, boundary, top=cfg.pool_top)
+        xs, ys, rev = [], [], []
+        for item in getattr(mined, "items", mined):
+            p = Path(str(getattr(item, "path", item)))
+            try:
+                img = resize(read_image(p), bundle.image_size)
+            except Exception:  # noqa: BLE001 - mine_pool already reported unreadable files
+                continue
+            used_pool.add(str(p))
+            lab = labels.get(p.name)
+            xs.append(img)
+            ys.append(lab if lab is not None else -1)
+            rev.append(lab is None)
+        if xs:
+            sets.append(SampleSet("pool", np.stack(xs), np.array(ys, np.int32), np.array(rev, bool),
+                                  np.full(len(xs), -1)))
+    return sets
+
+
+def _write_review(out: Path, r: int, sets: list[SampleSet], class_names: tuple[str, ...]) -> int:
+    rows = []
+    for s in sets:
+        for j in np.flatnonzero(s.review):
+            rel = f"review/round-{r}/{s.kind}/{j:05d}.png"
+            write_image(out / rel, s.x[j])
+            guess = class_names[int(s.y[j])] if s.y[j] >= 0 else ""
+            rows.append([r, s.kind, rel, guess])
+    if not rows:
+        return 0
+    csv_path = out / "review" / "review.csv"
+    old = csv_path.read_text() if csv_path.exists() else "round,kind,file,suggested_label\n"
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    atomic_write_text(csv_path, old + buf.getvalue())
+    return len(rows)
+
+
+def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray, extra_w: np.ndarray,
+             cfg: HardenConfig, r: int, out: Path) -> Any:
+    import keras
+
+    from hardenkit.distribute import get_strategy
+    from hardenkit.modelio import load_model
+    from hardenkit.train import fit_arrays
+
+    tr = data.train
+    x = np.concatenate([tr.x, extra_x]) if len(extra_x) else tr.x
+    y = np.concatenate([tr.y, extra_y]) if len(extra_y) else tr.y
+    w = np.concatenate([np.ones(len(tr.x), np.float32), extra_w]) if len(extra_w) else None
+    tb = keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard" / f"round-{r}"), write_graph=False,
+                                     update_freq="epoch", profile_batch=0)
+    strategy = get_strategy()
+    with strategy.scope():
+        model = load_model(bundle.path).model
+        fit_arrays(model, x, y, data.val.x, data.val.y, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                   optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
+                   callbacks=[tb], description=f"round {r} adam", monitor="val_accuracy")
+        if cfg.sgd_epochs:
+            fit_arrays(model, x, y, data.val.x, data.val.y, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
+                       optimizer="sgd", learning_rate=cfg.sgd_learning_rate, sample_weight=w,
+                       seed=cfg.seed * 1000 + r + 7, description=f"round {r} sgd", monitor="val_accuracy")
+    return model
+
+
+def _render_report(out: Path) -> None:
+    try:
+        from reports import render_hardening
+    except ImportError:
+        return
+    render_hardening(out)
+
+
+def _table_line(m: dict[str, Any]) -> str:
+    def f(v: Any) -> str:
+        return "   -  " if v is None else f"{100 * v:5.1f}%"
+
+    added = sum(m.get("samples_added", {}).values())
+    return (f"round {m['round']}: acc {f(m['accuracy'])}  fpr {f(m['fpr'])}  miss {f(m['miss_rate'])}  "
+            f"robust {f(m['robust_accuracy'])}  pointing {f(m['pointing_game'])}  "
+            f"item_recall {f(m['item_recall'])}  +{added} samples  {m['seconds']:.0f}s")
+
+
+def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
+    """Run (or resume) the hardening loop described by ``cfg``.
+
+    Args:
+        cfg: The configuration.
+        resume: Continue the run in ``cfg.out`` from its last finished round.
+
+    Returns:
+        The :class:`RunResult`.
+
+    Raises:
+        UsageError: ``cfg.out`` holds a run already and ``resume`` is False, or nothing to
+            resume.
+
+    Example:
+        >>> run(HardenConfig(rounds=1, out="runs/x"))  # doctest: +SKIP
+    """
+    from hardenkit.data import load_split, scan_split
+    from hardenkit.modelio import load_model, save_model
+    from hardenkit.paths import ensure_demo_data, ensure_demo_model
+    from hardenkit.progress import progress_bar
+    from hardenkit.testkit import seed_everything
+
+    try:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    except (ImportError, RuntimeError, AttributeError):
+        pass
+    out = Path(cfg.out)
+    done = finished_rounds(out)
+    if done and not resume:
+        raise UsageError(f"{out}: holds a run already (rounds {done} done); pass --resume or another --out")
+    if resume and (out / "config.json").exists():
+        saved = json.loads((out / "config.json").read_text())
+        if saved.get("seed") != cfg.seed:
+            raise UsageError(f"{out}: was run with seed {saved.get('seed')}, got {cfg.seed}; resume needs the same")
+    data_dir = cfg.data or str(ensure_demo_data())
+    model_path = cfg.model or str(ensure_demo_model())
+    if cfg.mixed_precision:
+        from hardenkit.distribute import enable_mixed_precision_if_gpu
+
+        enable_mixed_precision_if_gpu()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps({**cfg.to_dict(), "data": data_dir, "model": model_path}, indent=2))
+    bundle0 = load_model(model_path)
+    names = bundle0.class_names
+    size = bundle0.image_size
+    bad: list[str] = []
+    splits = {}
+    for name in ("train", "val", "test"):
+        sp = scan_split(data_dir, name, names)
+        with progress_bar(len(sp), f"load {name}") as adv:
+            splits[name] = load_split(sp, size, progress=adv)
+        bad += [str(e) for e in splits[name].errors]
+    for b in bad:
+        _log(f"skipped: {b}")
+    data = _Data(splits["train"], splits["val"], splits["test"], names)
+    drift_idx = _drift_indices(data, cfg.drift_images, bundle0.sensitive_indices, cfg.seed)
+    metrics: list[dict[str, Any]] = []
+    if (out / "metrics.json").exists() and done:
+        metrics = [m for m in json.loads((out / "metrics.json").read_text()) if m["round"] in done]
+    extra_x = [np.zeros((0, *size, 3), np.float32)]
+    extra_y = [np.zeros(0, np.int32)]
+    extra_w = [np.zeros(0, np.float32)]
+    used_pool: set[str] = set()
+    for k in done:
+        f = _round_dir(out, k) / "samples.npz"
+        if f.exists():
+            z = np.load(f)
+            extra_x.append(z["x"])
+            extra_y.append(z["y"])
+            extra_w.append(z["w"])
+            used_pool.update(str(p) for p in z["pool"])
+    start = (max(done) + 1) if done else 0
+    for r in range(start, cfg.rounds + 1):
+        t0 = time.perf_counter()
+        rdir = _round_dir(out, r)
+        if rdir.exists():
+            shutil.rmtree(rdir)  # partial work of a killed round
+        rdir.mkdir(parents=True)
+        seed_everything(cfg.seed * 1000 + r)
+        added = {k: 0 for k in SAMPLE_KINDS}
+        if r == 0:
+            save_model(bundle0.model, rdir / "model.keras", names, bundle0.sensitive_names)
+            bundle = load_model(rdir / "model.keras")
+            np.savez(rdir / "samples.npz", x=extra_x[0], y=extra_y[0], w=extra_w[0], pool=np.array([], str))
+        else:
+            prev = load_model(_round_dir(out, r - 1) / "model.keras")
+            with progress_bar(None, f"round {r} samples") as adv:
+                sets = make_samples(prev, data, cfg, r, used_pool, lambda phase: adv(1))
+            n_review = _write_review(out, r, sets, names)
+            fresh_x, fresh_y, fresh_w, keep_x, keep_y, keep_w = [], [], [], [], [], []
+            for s in sets:
+                t = s.trainable()
+                added[s.kind] += len(t)
+                wgt = np.full(len(t), cfg.weights[s.kind], np.float32)
+                if s.kind == "adversarial":  # regenerated every round for the current model
+                    fresh_x.append(t.x); fresh_y.append(t.y); fresh_w.append(wgt)  # noqa: E702
+                else:
+                    keep_x.append(t.x); keep_y.append(t.y); keep_w.append(wgt)  # noqa: E702
+            pool_used = np.array(sorted(used_pool), str)
+            kx = np.concatenate(keep_x) if keep_x else extra_x[0]
+            ky = np.concatenate(keep_y) if keep_y else extra_y[0]
+            kw = np.concatenate(keep_w) if keep_w else extra_w[0]
+            extra_x.append(kx); extra_y.append(ky); extra_w.append(kw)  # noqa: E702
+            ax = np.concatenate(extra_x + fresh_x)
+            ay = np.concatenate(extra_y + fresh_y)
+            aw = np.concatenate(extra_w + fresh_w)
+            model = _retrain(prev, data, ax, ay, aw, cfg, r, out)
+            save_model(model, rdir / "model.keras", names, prev.sensitive_names)
+            bundle = load_model(rdir / "model.keras")
+            np.savez(rdir / "samples.npz", x=kx, y=ky, w=kw, pool=pool_used)
+            if n_review:
+                _log(f"round {r}: {n_review} samples queued for review in {out / 'review'}")
+        m = evaluate(bundle, data, cfg, cfg.seed * 1000 + r)
+        _save_gallery(bundle, data, cfg, rdir, drift_idx)
+        m = {"round": r, **m, "samples_added": added, "seconds": time.perf_counter() - t0}
+        metrics.append(m)
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+        best = max(metrics, key=lambda d: d["val_score"])
+        if best["round"] == r:
+            for suffix in (".keras", ".classes.json"):
+                src = rdir / f"model{suffix}"
+                tmp = out / f".best{suffix}.tmp"
+                shutil.copyfile(src, tmp)
+                tmp.replace(out / f"best{suffix}")
+        _render_report(out)
+        (rdir / "DONE").write_text("ok\n")
+        print(_table_line(m), flush=True)
+    best = max(metrics, key=lambda d: d["val_score"])
+    return RunResult(out, metrics, int(best["round"]), bad)

@@ -1,0 +1,175 @@
+"""Sample generators of the hardening loop: pure functions on arrays, easy to test.
+
+Each takes images, labels, optional ground-truth masks and CAM maps, and returns a
+:class:`SampleSet`: new images, their labels, and whether a person must review the label
+(no mask to decide it) instead of it going straight into training.
+
+Example:
+    >>> import numpy as np
+    >>> from hardening.samples import noise_fill
+    >>> img = np.zeros((4, 4, 3), np.float32); cover = np.zeros((4, 4), bool); cover[:2] = True
+    >>> out = noise_fill(img, cover, np.random.default_rng(0))
+    >>> bool((out[2:] == 0).all()), bool((out[:2] != 0).any())
+    (True, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SampleSet:
+    """New samples of one kind.
+
+    Attributes:
+        kind: ``cam_erasure``, ``attention``, ``adversarial``, ``jacobian`` or ``pool``.
+        x: Images (N, H, W, 3) float32.
+        y: Class labels (N,).
+        review: True where the label is a guess that needs a person (not trained on).
+        source: Index of the source image in the input arrays (or -1).
+    """
+
+    kind: str
+    x: np.ndarray
+    y: np.ndarray
+    review: np.ndarray
+    source: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+
+    @classmethod
+    def empty(cls, kind: str, shape: tuple[int, ...]) -> "SampleSet":
+        """An empty set whose images have ``shape`` (H, W, 3)."""
+        return cls(kind, np.zeros((0, *shape), np.float32), np.zeros(0, np.int32), np.zeros(0, bool),
+                   np.zeros(0, int))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def select(self, keep: np.ndarray) -> "SampleSet":
+        """The subset where ``keep`` (bool or indices) holds."""
+        return SampleSet(self.kind, self.x[keep], self.y[keep], self.review[keep], self.source[keep])
+
+    def trainable(self) -> "SampleSet":
+        """The samples whose labels need no review."""
+        return self.select(~self.review)
+
+
+def noise_fill(image: np.ndarray, cover: np.ndarray, rng: np.random.Generator, sigma: float = 0.25) -> np.ndarray:
+    """Replace the pixels under ``cover`` with Gaussian noise around the image mean.
+
+    Args:
+        image: (H, W, 3) float in [0, 1].
+        cover: (H, W) bool.
+        rng: Noise source.
+        sigma: Noise standard deviation. Defaults to 0.25.
+
+    Returns:
+        A new image; pixels outside ``cover`` are unchanged.
+    """
+    out = np.array(image, np.float32, copy=True)
+    n = int(cover.sum())
+    if n:
+        mean = float(image.mean())
+        out[cover] = np.clip(rng.normal(mean, sigma, (n, image.shape[2])), 0, 1).astype(np.float32)
+    return out
+
+
+def _top_region_mask(cam_map: np.ndarray, threshold: float) -> np.ndarray:
+    from cam import regions
+
+    regs = regions(cam_map, threshold=threshold)
+    if not regs:
+        return np.zeros(cam_map.shape, bool)
+    return np.asarray(regs[0].mask, bool)
+
+
+def erasure_samples(
+    images: np.ndarray,
+    labels: np.ndarray,
+    sensitive_label: int,
+    normal_label: int,
+    maps: np.ndarray,
+    masks: np.ndarray | None,
+    rng: np.random.Generator,
+    threshold: float = 0.5,
+    min_remaining: float = 0.3,
+) -> SampleSet:
+    """Cover the top CAM region of each sensitive image with noise and label the result.
+
+    With a ground-truth mask, the sample stays ``sensitive_label`` if at least
+    ``min_remaining`` of the mask's area is still uncovered (the second region the model
+    should also see), else it becomes ``normal_label``. Without a mask the original label
+    is kept and the sample is flagged for review instead of guessed.
+
+    Args:
+        images: (N, H, W, 3) sensitive images the model currently gets right.
+        labels: (N,) their class labels.
+        sensitive_label: Label for samples that stay sensitive.
+        normal_label: Label for samples whose sensitive content is covered.
+        maps: (N, H, W) CAM maps in [0, 1].
+        masks: (N, H, W) bool ground truth, or None; an all-False row means "no mask".
+        rng: Noise source.
+        threshold: Region threshold relative to the map maximum. Defaults to 0.5.
+        min_remaining: See above. Defaults to 0.3.
+
+    Example:
+        >>> s = erasure_samples(x, y, 1, 0, maps, masks, np.random.default_rng(0))  # doctest: +SKIP
+    """
+    xs, ys, rev, src = [], [], [], []
+    for i in range(len(images)):
+        cover = _top_region_mask(maps[i], threshold)
+        if not cover.any():
+            continue
+        xs.append(noise_fill(images[i], cover, rng))
+        gt = masks[i] if masks is not None else None
+        if gt is not None and gt.any():
+            remaining = float((gt & ~cover).sum()) / float(gt.sum())
+            ys.append(sensitive_label if remaining >= min_remaining else normal_label)
+            rev.append(False)
+        else:
+            ys.append(int(labels[i]))
+            rev.append(True)
+        src.append(i)
+    if not xs:
+        return SampleSet.empty("cam_erasure", images.shape[1:])
+    return SampleSet("cam_erasure", np.stack(xs), np.array(ys, np.int32), np.array(rev, bool), np.array(src))
+
+
+def attention_samples(
+    images: np.ndarray,
+    labels: np.ndarray,
+    maps: np.ndarray,
+    masks: np.ndarray,
+    rng: np.random.Generator,
+    threshold: float = 0.5,
+) -> SampleSet:
+    """Where the map's peak lies outside the ground truth, cover that wrong region; keep the label.
+
+    Only images with a non-empty mask are considered. Ground-truth pixels are never
+    covered, so the label stays true.
+
+    Example:
+        >>> s = attention_samples(x, y, maps, masks, np.random.default_rng(0))  # doctest: +SKIP
+    """
+    from cam import regions
+
+    xs, ys, src = [], [], []
+    for i in range(len(images)):
+        gt = masks[i]
+        if not gt.any():
+            continue
+        peak = np.unravel_index(int(np.argmax(maps[i])), maps[i].shape)
+        if gt[peak]:
+            continue
+        wrong = [r for r in regions(maps[i], threshold=threshold) if r.mask[peak]]
+        cover = (wrong[0].mask if wrong else np.zeros(gt.shape, bool)) & ~gt
+        if not cover.any():
+            continue
+        xs.append(noise_fill(images[i], cover, rng))
+        ys.append(int(labels[i]))
+        src.append(i)
+    if not xs:
+        return SampleSet.empty("attention", images.shape[1:])
+    return SampleSet("attention", np.stack(xs), np.array(ys, np.int32), np.zeros(len(xs), bool), np.array(src))
