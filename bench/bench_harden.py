@@ -1,0 +1,45 @@
+"""``harden run`` on the built-in demo data: wall time and round 0 vs last round.
+
+Goals (issue: hardening): whole ``harden run --rounds 5`` <= 10 min on 2 cores; robust
+accuracy at 8/255 >= 60%; clean accuracy down by at most 2 points; fpr at 95% recall
+down; item recall up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Run the loop (5 rounds; 1 with ``quick``) and compare the first and last rounds."""
+    from hardening import HardenConfig
+    from hardening.loop import run as run_loop
+    from hardenkit.paths import ensure_demo_model
+
+    ensure_demo_model()  # the baseline is trained once and cached, not part of the loop's time
+    rounds = 1 if quick else 5
+    tmp = Path(tempfile.mkdtemp(prefix="hk-bench-harden-"))
+    try:
+        t = time.perf_counter()
+        res = run_loop(HardenConfig(rounds=rounds, out=str(tmp / "run")))
+        wall = time.perf_counter() - t
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    m0, m1 = res.metrics[0], res.metrics[-1]
+    rows = [{"name": f"harden run --rounds {rounds} wall time, min", "value": wall / 60,
+             "goal": "<= 10 (5 rounds)", "met": (wall / 60 <= 10) if not quick else None}]
+    for key, goal, ok in (
+        ("robust_accuracy", ">= 0.60", m1["robust_accuracy"] >= 0.60),
+        ("accuracy", "drop <= 0.02", m0["accuracy"] - m1["accuracy"] <= 0.02),
+        ("fpr", "down", m1["fpr"] < m0["fpr"]),
+        ("miss_rate", "", None),
+        ("pointing_game", "", None),
+        ("item_recall", "up", (m1["item_recall"] or 0) > (m0["item_recall"] or 0)),
+    ):
+        rows.append({"name": f"{key}: round 0 -> round {rounds}", "value": f"{m0[key]:.3f} -> {m1[key]:.3f}"
+                     if m0[key] is not None else "n/a", "goal": goal, "met": ok if goal else None})
+    return {"rows": rows, "metrics": res.metrics, "wall_seconds": wall}

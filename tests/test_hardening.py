@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardenkit.errors import ConfigError, UsageError
+from hardening.config import HardenConfig
+from hardening.samples import attention_samples, erasure_samples
+
+
+def _blob_map(h: int, w: int, centers: list[tuple[int, int]], r: int = 2) -> np.ndarray:
+    m = np.zeros((h, w), np.float32)
+    for (cy, cx) in centers:
+        m[max(0, cy - r):cy + r + 1, max(0, cx - r):cx + r + 1] = 1.0
+    return m
+
+
+def test_erasure_label_follows_the_mask_rule() -> None:
+    rng = np.random.default_rng(0)
+    x = np.full((3, 16, 16, 3), 0.2, np.float32)
+    y = np.ones(3, np.int32)
+    masks = np.zeros((3, 16, 16), bool)
+    masks[0] = _blob_map(16, 16, [(4, 4), (11, 11)]) > 0  # two items; CAM covers one
+    masks[1] = _blob_map(16, 16, [(4, 4)]) > 0  # one item; CAM covers it
+    maps = np.stack([_blob_map(16, 16, [(4, 4)])] * 3)
+    s = erasure_samples(x, y, 1, 0, maps, masks, rng)
+    assert s.y.tolist() == [1, 0, 1]
+    assert s.review.tolist() == [False, False, True]  # image 2 has no mask: review, label kept
+    covered = maps[0] > 0
+    assert not np.allclose(s.x[0][covered], 0.2) and np.allclose(s.x[0][~covered], 0.2)
+
+
+def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
+    rng = np.random.default_rng(0)
+    x = np.full((2, 16, 16, 3), 0.2, np.float32)
+    y = np.ones(2, np.int32)
+    masks = np.stack([_blob_map(16, 16, [(11, 11)]) > 0] * 2)
+    maps = np.stack([_blob_map(16, 16, [(4, 4)]), _blob_map(16, 16, [(11, 11)])])  # wrong, right
+    s = attention_samples(x, y, maps, masks, rng)
+    assert len(s) == 1 and s.source.tolist() == [0] and s.y.tolist() == [1]
+    assert np.allclose(s.x[0][masks[0]], 0.2)  # ground truth untouched
+    assert not np.allclose(s.x[0][maps[0] > 0], 0.2)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"rounds": 0}, "expected rounds >= 1, got 0"),
+    ({"eps": 2.0}, r"expected 0.0 <= eps <= 1.0, got 2.0"),
+    ({"weights": {"bogus": 1.0}}, "expected sample kinds among"),
+    ({"weights": {"jacobian": -1}}, "expected weights.jacobian >= 0, got -1"),
+    ({"learning_rate": 0}, "expected 0 < learning_rate < 1"),
+])
+def test_config_validation(kw: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        HardenConfig(**kw)
+
+
+def test_config_from_toml(tmp_path: Path) -> None:
+    p = tmp_path / "harden.toml"
+    p.write_text("rounds = 3\neps = 0.01\n[weights]\njacobian = 0\n")
+    cfg = HardenConfig.from_toml(p, rounds=2)
+    assert cfg.rounds == 2 and cfg.eps == 0.01 and cfg.weights["jacobian"] == 0.0 and cfg.weights["pool"] == 1.0
+    p.write_text("roundz = 3\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        HardenConfig.from_toml(p)
+
+
+def _start_model(tmp_path: Path) -> Path:
+    from hardenkit.modelio import save_model
+    from hardenkit.testkit import tiny_model
+
+    return save_model(tiny_model(size=16), tmp_path / "start.keras", ["normal", "sensitive"])
+
+
+def _cfg(tiny_data: Path, tmp_path: Path, out: str, **kw) -> HardenConfig:
+    base = dict(rounds=2, data=str(tiny_data), model=str(_start_model(tmp_path)), out=str(tmp_path / out),
+                epochs=1, sgd_epochs=1, pgd_steps=2, eval_steps=2, jacobian_seeds=6, drift_images=4,
+                pool=str(tiny_data / "pool"), pool_top=3, batch_size=16, seed=3)
+    base.update(kw)
+    return HardenConfig(**base)
+
+
+@pytest.mark.slow
+def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    from hardening import loop
+
+    full = loop.run(_cfg(tiny_data, tmp_path, "full"))
+    out = Path(full.out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [m["round"] for m in metrics] == [0, 1, 2]
+    for m in metrics:
+        for k in ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall", "samples_added"):
+            assert k in m
+        assert 0 <= m["accuracy"] <= 1 and 0 <= m["robust_accuracy"] <= 1
+    assert metrics[0]["samples_added"] == {k: 0 for k in metrics[0]["samples_added"]}
+    assert metrics[1]["samples_added"]["adversarial"] == 48
+    assert (out / "round-2" / "model.keras").exists() and (out / "best.keras").exists()
+    assert len(list((out / "round-2" / "drift").glob("*.png"))) == 4
+    assert (out / "review" / "review.csv").exists()  # pool images without labels are queued
+    best = max(metrics, key=lambda m: m["val_score"])["round"]
+    assert (out / "best.keras").read_bytes() == (out / f"round-{best}" / "model.keras").read_bytes()
+
+    # kill during round 2, then resume: same final metrics, round 1 not redone
+    real = loop._retrain
+    calls = []
+
+    def dying(prev, data, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return real(prev, data, *a, **k)
+
+    monkeypatch.setattr(loop, "_retrain", dying)
+    cfg = _cfg(tiny_data, tmp_path, "killed")
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(cfg)
+    assert loop.finished_rounds(cfg.out) == [0, 1]
+    monkeypatch.setattr(loop, "_retrain", real)
+    with pytest.raises(UsageError, match="holds a run already"):
+        loop.run(cfg)
+    resumed = loop.run(cfg, resume=True)
+    keys = ("accuracy", "fpr", "miss_rate", "robust_accuracy", "item_recall")
+    assert [[m[k] for k in keys] for m in resumed.metrics] == [[m[k] for k in keys] for m in full.metrics]
