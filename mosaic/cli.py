@@ -1,0 +1,127 @@
+"""``mosaic``: censor what an image-moderation classifier flags, where its CAM points.
+
+Thin: ``blur`` turns options into a :class:`~mosaic.config.MosaicConfig`, makes one library
+call (:func:`mosaic.blur_folder` or :func:`mosaic.blur_file`), prints, returns an exit code.
+No TensorFlow import here, so ``mosaic --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from cam.methods import DEFAULT_METHOD, METHODS
+from hardenkit.cli import handle_errors, load_bundle, model_options, print_json
+
+from .config import SHAPES, MosaicConfig, parse_shard
+from .styles import STYLES
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hardenkit")
+def main() -> None:
+    """Censor the sensitive regions of images, located by CAM heatmaps.
+
+    \b
+    mosaic blur IN OUT   censor flagged images of a folder (or one file) into a mirror tree
+    mosaic report OUT    summarise a finished run
+    """
+
+
+@main.command()
+@click.argument("src", metavar="IN", type=click.Path())
+@click.argument("dst", metavar="OUT", type=click.Path())
+@model_options
+@click.option("--style", type=click.Choice(list(STYLES)), default="pixelate", show_default=True,
+              help="How regions are censored.")
+@click.option("--shape", type=click.Choice(list(SHAPES)), default="mask", show_default=True,
+              help="Censor each region's bounding box, the ellipse inscribed in it, or its exact pixels.")
+@click.option("--threshold", type=float, default=0.5, show_default=True,
+              help="Sensitive score at or above which an image is censored.")
+@click.option("--region-threshold", type=float, default=0.3, show_default=True,
+              help="CAM region threshold, as a fraction of the heatmap's maximum.")
+@click.option("--method", type=click.Choice(list(METHODS)), default=DEFAULT_METHOD, show_default=True,
+              help="CAM method locating the regions.")
+@click.option("--dilate", type=int, default=None, metavar="PX",
+              help="Grow regions by PX pixels. Default: --margin x the image's short side.")
+@click.option("--margin", type=float, default=0.03, show_default=True,
+              help="Default region growth, as a fraction of the image's short side.")
+@click.option("--block", type=int, default=None, metavar="PX",
+              help="Pixelate block size. Default: max(4, region short side / 6).")
+@click.option("--strength", type=float, default=1.0, show_default=True,
+              help="Blur sigma / noise amplitude multiplier.")
+@click.option("--color", default="black", show_default=True, help="Solid colour: a name, #rrggbb or 'mean'.")
+@click.option("--max-rounds", type=int, default=4, show_default=True,
+              help="Verify-and-grow rounds before censoring the whole image (status 'unresolved').")
+@click.option("--only-censored", is_flag=True, help="Do not copy clean images to OUT.")
+@click.option("--keep-metadata", is_flag=True,
+              help="Keep EXIF/ICC in censored outputs (stripped by default, for privacy).")
+@click.option("--resume", is_flag=True, help="Skip inputs the existing report marks done; append to it.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="CSV report path. Default: OUT/mosaic-report.csv (none for a single file).")
+@click.option("--workers", type=int, default=min(4, os.cpu_count() or 1), show_default=True,
+              help="Decode/encode threads.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Images per model batch.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Process only inputs whose index in the sorted list mod N == I.")
+@click.option("--quality", type=int, default=95, show_default=True, help="JPEG/WebP quality of censored outputs.")
+@click.option("--verify-encoded", is_flag=True,
+              help="Verify outputs after a real JPEG/WebP encode rather than in memory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@handle_errors
+def blur(src: str, dst: str, model_path: str | None, unsafe_model: bool, sensitive: str | None, style: str,
+         shape: str, threshold: float, region_threshold: float, method: str, dilate: int | None, margin: float,
+         block: int | None, strength: float, color: str, max_rounds: int, only_censored: bool,
+         keep_metadata: bool, resume: bool, report_path: str | None, workers: int, batch_size: int,
+         shard: str | None, quality: int, verify_encoded: bool, as_json: bool) -> None:
+    """Censor flagged images under IN into OUT (same relative paths and formats).
+
+    Images scoring below --threshold are copied unchanged; the others get their CAM regions
+    censored, are scored again, and the regions grow until the output is no longer flagged
+    (else the whole image is censored: 'unresolved'). IN may also be one file, OUT then being
+    the output file. Writes OUT/mosaic-report.csv and OUT/mosaic-run.json. Exit code 1 if
+    any input failed (one 'Error: <file>: <reason>' line each on stderr).
+    """
+    from .batch import blur_file, blur_folder, check_paths
+
+    cfg = MosaicConfig(style=style, shape=shape, threshold=threshold, region_threshold=region_threshold,
+                       method=method, dilate=dilate, margin=margin, block=block, strength=strength, color=color,
+                       max_rounds=max_rounds, only_censored=only_censored, keep_metadata=keep_metadata,
+                       resume=resume, workers=workers, batch_size=batch_size, shard=parse_shard(shard),
+                       quality=quality, verify_encoded=verify_encoded)
+    single = Path(src).exists() and not Path(src).is_dir()
+    check_paths(Path(src), Path(dst), Path(report_path) if report_path else None)  # before loading a model
+    bundle = load_bundle(model_path, unsafe_model, sensitive)
+    if single:
+        rep = blur_file(src, dst, cfg, bundle, report=report_path)
+    else:
+        rep = blur_folder(src, dst, cfg, bundle, report=report_path, show_progress=True)
+    for row in rep.failed:
+        click.echo(f"Error: {row.path}: {row.error}", err=True)
+    if as_json:
+        print_json(rep.summary())
+    else:
+        where = f"; report {rep.report_path}" if rep.report_path is not None else ""
+        click.echo(f"{rep.summary_line()} -> {rep.output}{where}")
+    sys.exit(rep.exit_code)
+
+
+def _register_optional() -> None:
+    """Attach ``mosaic report`` (written next to the reports code) if it exists."""
+    try:
+        from ._report_cmd import report_cmd
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}._report_cmd":
+            raise
+        return
+    main.add_command(report_cmd)
+
+
+_register_optional()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,397 @@
+"""mosaic: styles touch exactly the regions, verify-and-escalate, batch safety, resume, shards, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mosaic
+from cam import regions
+from hardenkit.errors import ConfigError, UsageError
+from hardenkit.imageio import read_image, write_image
+from mosaic import MosaicConfig, blur_file, blur_folder, censor, censor_image, region_mask
+from mosaic import batch as mbatch
+from mosaic.batch import list_inputs, read_report
+from mosaic.cli import main
+
+SIZE = 24
+
+
+def _runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)  # click < 8.2
+    except TypeError:
+        return CliRunner()
+
+
+# --- a fake model: the score is the share of the planted bright square still visible -----------
+
+class FakeBundle:
+    """Scores 'sensitive' = share of pixels still bright (> 0.85 in every channel) / share planted."""
+
+    path = None
+
+    def __init__(self, planted_pixels: int = 64) -> None:
+        self.planted = planted_pixels
+        self.scored = 0
+
+    def prepare(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack([np.asarray(im, np.float32) for im in images])
+
+    def sensitive_score(self, images: Sequence[np.ndarray] | np.ndarray, batch_size: int = 64) -> np.ndarray:
+        self.scored += len(images)
+        return np.array([min(1.0, float((np.asarray(im) > 0.85).all(axis=2).sum()) / self.planted)
+                         for im in images])
+
+
+class FakeExplainer:
+    """A planted CAM map: a narrow Gaussian at ``centre`` (so round 0 covers too little)."""
+
+    def __init__(self, centre: tuple[int, int] | None = None, sigma: float = 1.5) -> None:
+        self.centre, self.sigma, self.calls = centre, sigma, 0
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for im in images:
+            self.calls += 1
+            h, w = im.shape[:2]
+            bright = (np.asarray(im) > 0.85).all(axis=2)
+            cy, cx = self.centre or ((np.argwhere(bright).mean(axis=0)) if bright.any() else (h / 2, w / 2))
+            yy, xx = np.mgrid[0:h, 0:w]
+            out.append(np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * self.sigma ** 2)).astype(np.float32))
+        return out
+
+
+def planted(seed: int = 0, size: int = SIZE, square: tuple[int, int, int] | None = (8, 8, 8)) -> np.ndarray:
+    """Dark noise with an optional bright square (y, x, side)."""
+    rng = np.random.default_rng(seed)
+    img = (rng.random((size, size, 3)) * 0.5).astype(np.float32)
+    if square is not None:
+        y, x, s = square
+        img[y:y + s, x:x + s] = 0.9 + 0.1 * rng.random((s, s, 3))
+    return img
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# --- styles --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("style", sorted(mosaic.STYLES))
+@pytest.mark.parametrize("shape", ["box", "ellipse", "mask"])
+def test_styles_change_exactly_the_region_pixels(style: str, shape: str) -> None:
+    img = np.random.default_rng(3).random((40, 48, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:40, 0:48]
+    cam_map = np.where((yy - 12) ** 2 / 64 + (xx - 17) ** 2 / 121 <= 1, 1.0, 0.0).astype(np.float32)
+    cam_map[(yy - 32) ** 2 + (xx - 39) ** 2 <= 16] = 0.7  # two discs: boxes, ellipses and masks differ
+    regs = regions(cam_map, threshold=0.5)
+    assert len(regs) == 2
+    want = region_mask((40, 48), regs, shape)
+    out = censor(img, regs, style=style, shape=shape)
+    changed = (out != img).any(axis=2)
+    assert out.dtype == np.float32 and out.shape == img.shape
+    assert not changed[~want].any(), "a pixel outside the regions changed"
+    assert changed[want].mean() > 0.95, "the regions were not censored"
+    if shape == "ellipse":  # inscribed ellipse: inside the box, corners spared, region pixels covered
+        box = region_mask((40, 48), regs, "box")
+        assert (want <= box).all() and want.sum() < box.sum()
+        assert (region_mask((40, 48), regs, "mask") <= want).all()
+
+
+def test_censor_accepts_a_mask_and_pixelate_scales_with_the_region() -> None:
+    img = np.random.default_rng(0).random((120, 120, 3)).astype(np.float32)
+    m = np.zeros((120, 120), bool)
+    m[0:96, 0:96] = True
+    out = censor(img, m, style="pixelate")
+    assert len(np.unique(out[0:96, 0:96, 0])) <= 36  # 16-pixel blocks: 6 x 6 of them
+    fixed = censor(img, m, style="pixelate", params=mosaic.StyleParams(block=48))
+    assert len(np.unique(fixed[0:96, 0:96, 0])) == 4
+    assert (out[96:] == img[96:]).all() and (out[:, 96:] == img[:, 96:]).all()
+    with pytest.raises(ValueError, match="expected a mask of shape"):
+        censor(img, np.zeros((5, 5), bool))
+    with pytest.raises(ValueError, match="expected style in"):
+        censor(img, m, style="sparkle")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_rounds": 0}, "expected max_rounds >= 1, got 0"),
+    ({"style": "sparkle"}, "expected style in"),
+    ({"shape": "star"}, "expected shape in"),
+    ({"threshold": 1.5}, r"expected threshold in \[0, 1\], got 1.5"),
+    ({"region_threshold": 0.0}, "expected region_threshold"),
+    ({"color": "chartreuse-ish"}, "expected a colour name"),
+    ({"block": 1}, "expected block >= 2"),
+    ({"shard": (3, 3)}, "expected shard i/n"),
+    ({"method": "nope"}, "expected method in"),
+    ({"workers": 0}, "expected workers >= 1"),
+])
+def test_config_errors_say_expected_and_got(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        MosaicConfig(**kwargs)
+
+
+# --- verify and escalate -------------------------------------------------------------------------
+
+def test_escalation_grows_regions_until_the_output_is_clean() -> None:
+    img = planted(square=(7, 7, 10))
+    cfg = MosaicConfig(style="solid", threshold=0.5, dilate=1, region_threshold=0.5)
+    out, info = censor_image(FakeBundle(planted_pixels=100), img, cfg, explainer=FakeExplainer())
+    assert info.status == "censored"
+    assert info.rounds > 1, "round 0 (narrow map) should not have been enough"
+    assert info.score_before >= 0.5 > info.score_after
+    assert 0.0 < info.censored_fraction < 0.6
+    changed = (out != img).any(axis=2)
+    assert abs(changed.mean() - info.censored_fraction) < 1e-6
+    assert not changed[0, :].any() or not changed[-1, :].any()  # not censored whole
+
+
+def test_escalation_gives_up_unresolved_and_censors_the_whole_image() -> None:
+    img = planted()
+    cfg = MosaicConfig(style="solid", threshold=0.5, dilate=0)
+    out, info = censor_image(FakeBundle(), img, cfg, explainer=FakeExplainer(centre=(22, 1), sigma=0.5))
+    assert info.status == "unresolved" and info.censored_fraction == 1.0
+    assert info.score_after < 0.5  # the whole-image fallback did clear it here
+    assert (out == 0.0).all()
+
+
+def test_clean_image_is_returned_unchanged_without_explaining() -> None:
+    img = planted(square=None)
+    ex = FakeExplainer()
+    out, info = censor_image(FakeBundle(), img, MosaicConfig(), explainer=ex)
+    assert info.status == "clean" and out is img and ex.calls == 0
+
+
+def test_real_cam_on_a_tiny_model_censors_flagged_images(tiny16: Any) -> None:
+    imgs = [planted(i, size=16, square=(4, 4, 6)) for i in range(3)]
+    res = mosaic.censor_batch(tiny16, imgs, MosaicConfig(threshold=0.0, method="gradcam", max_rounds=2))
+    for (out, info), img in zip(res, imgs):
+        assert info.status == "unresolved"  # nothing scores below 0
+        assert out is not None and out.shape == img.shape and (out != img).any()
+
+
+# --- folders: bad inputs, safety, resume, shards ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny16(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from hardenkit.modelio import load_model, save_model
+    from hardenkit.testkit import tiny_model
+
+    p = tmp_path_factory.mktemp("tiny16") / "tiny16.keras"
+    save_model(tiny_model(size=16), p, ["normal", "sensitive"])
+    return load_model(p)
+
+
+def make_tree(root: Path, bad: bool = True) -> Path:
+    d = root / "in"
+    write_image(d / "a_flagged.png", planted(1))
+    write_image(d / "b_clean.png", planted(2, square=None))
+    write_image(d / "sub" / "c_flagged.png", planted(3, square=(2, 10, 9)))
+    write_image(d / "sub" / "deep" / "d_clean.jpg", planted(4, square=None))
+    write_image(d / "e_flagged.png", planted(5, square=(12, 3, 8)))
+    write_image(d / "f_clean.png", planted(6, square=None))
+    if bad:
+        (d / "zero.jpg").write_bytes(b"")
+        big = planted(7, size=64)
+        write_image(d / "whole.png", big)
+        (d / "truncated.png").write_bytes((d / "whole.png").read_bytes()[:300])
+        (d / "whole.png").unlink()
+        (d / "notes.jpg").write_text("not an image\n")
+        (d / "folder.jpg").mkdir()
+    return d
+
+
+def test_folder_mirrors_tree_reports_every_bad_input_and_keeps_going(tmp_path: Path) -> None:
+    src = make_tree(tmp_path)
+    dst = tmp_path / "out"
+    before = {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}
+    rep = blur_folder(src, dst, MosaicConfig(batch_size=3), FakeBundle(), explainer=FakeExplainer())
+    assert rep.exit_code == 1
+    rows = {r["path"]: r for r in _csv(dst / "mosaic-report.csv")}
+    assert list(rows["a_flagged.png"]) == list(mosaic.batch.REPORT_COLUMNS)
+    reasons = {p: rows[p]["error"] for p in rows if rows[p]["status"] == "failed"}
+    assert set(reasons) == {"zero.jpg", "truncated.png", "notes.jpg", "folder.jpg"}
+    assert "zero-byte" in reasons["zero.jpg"] and "truncated" in reasons["truncated.png"]
+    assert "not an image" in reasons["notes.jpg"] and "directory" in reasons["folder.jpg"]
+    assert {rows[p]["status"] for p in ("a_flagged.png", "sub/c_flagged.png", "e_flagged.png")} <= {"censored"}
+    assert {rows[p]["status"] for p in ("b_clean.png", "f_clean.png", "sub/deep/d_clean.jpg")} == {"clean"}
+    for p in ("b_clean.png", "sub/deep/d_clean.jpg"):  # clean: byte copies
+        assert (dst / p).read_bytes() == (src / p).read_bytes()
+    for p in ("a_flagged.png", "sub/c_flagged.png"):
+        assert read_image(dst / p).shape == (SIZE, SIZE, 3)
+        assert (dst / p).read_bytes() != (src / p).read_bytes()
+        assert float(rows[p]["score_after"]) < 0.5 <= float(rows[p]["score_before"])
+    assert not any((dst / p).exists() for p in reasons)
+    assert before == {p: p.read_bytes() for p in src.rglob("*") if p.is_file()}  # input untouched
+    run = json.loads((dst / "mosaic-run.json").read_text())
+    assert run["in"] == str(src.resolve()) and run["report"] == str((dst / "mosaic-report.csv").resolve())
+    assert {"model", "method", "style", "threshold"} <= set(run)
+    assert rep.counts == {"clean": 3, "censored": 3, "unresolved": 0, "failed": 4}
+
+
+@pytest.mark.parametrize("inside", ["same", "child"])
+def test_refuses_output_inside_input(tmp_path: Path, inside: str) -> None:
+    src = make_tree(tmp_path, bad=False)
+    dst = src if inside == "same" else src / "sub" / "out"
+    with pytest.raises(UsageError, match="input"):
+        blur_folder(src, dst, MosaicConfig(), FakeBundle(), explainer=FakeExplainer())
+    res = _runner().invoke(main, ["blur", str(src), str(dst)])
+    assert res.exit_code == 2 and res.stderr.startswith("Error: ") and "Traceback" not in res.stderr
+    assert res.stdout == ""
+    assert not (src / "mosaic-report.csv").exists() and not (src / "sub" / "out").exists()
+    res = _runner().invoke(main, ["blur", str(src), str(tmp_path / "o"), "--report", str(src / "r.csv")])
+    assert res.exit_code == 2 and not (src / "r.csv").exists()
+
+
+def test_resume_after_a_kill_redoes_nothing_and_gives_identical_outputs(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    src = make_tree(tmp_path, bad=False)
+    cfg = MosaicConfig(batch_size=2, style="noise")
+    ref = blur_folder(src, tmp_path / "ref", cfg, FakeBundle(), explainer=FakeExplainer())
+    assert ref.exit_code == 0
+
+    real = mbatch.censor_batch
+    seen: list[int] = []
+
+    def dies_on_second_batch(bundle: Any, images: Sequence[np.ndarray], *a: Any, **k: Any) -> Any:
+        if seen:
+            raise RuntimeError("simulated kill")
+        seen.append(len(images))
+        return real(bundle, images, *a, **k)
+
+    monkeypatch.setattr(mbatch, "censor_batch", dies_on_second_batch)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        blur_folder(src, out, cfg, FakeBundle(), explainer=FakeExplainer())
+    partial = _csv(out / "mosaic-report.csv")
+    assert len(partial) == 2  # the first batch is on record
+
+    counted: list[int] = []
+
+    def counting(bundle: Any, images: Sequence[np.ndarray], *a: Any, **k: Any) -> Any:
+        counted.append(len(images))
+        return real(bundle, images, *a, **k)
+
+    monkeypatch.setattr(mbatch, "censor_batch", counting)
+    rep = blur_folder(src, out, MosaicConfig(batch_size=2, style="noise", resume=True), FakeBundle(),
+                      explainer=FakeExplainer())
+    assert sum(counted) == 6 - 2 and rep.skipped == 2
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and "mosaic-r" not in p.name)
+    ref_files = sorted(p.relative_to(tmp_path / "ref").as_posix() for p in (tmp_path / "ref").rglob("*")
+                       if p.is_file() and "mosaic-r" not in p.name)
+    assert files == ref_files and len(files) == 6
+    for f in files:
+        assert (out / f).read_bytes() == (tmp_path / "ref" / f).read_bytes(), f
+    assert _csv(out / "mosaic-report.csv") == _csv(tmp_path / "ref" / "mosaic-report.csv")
+
+
+def test_resume_redoes_rows_whose_output_vanished(tmp_path: Path) -> None:
+    src = make_tree(tmp_path, bad=False)
+    out = tmp_path / "out"
+    blur_folder(src, out, MosaicConfig(reexplain=False), FakeBundle(), explainer=FakeExplainer())
+    (out / "a_flagged.png").unlink()
+    ex = FakeExplainer()  # counts images explained: one per redone flagged image without re-explaining
+    rep = blur_folder(src, out, MosaicConfig(resume=True, reexplain=False), FakeBundle(), explainer=ex)
+    assert rep.skipped == 5 and ex.calls == 1 and (out / "a_flagged.png").exists()
+    assert len(read_report(out / "mosaic-report.csv")) == 6
+
+
+def test_shards_cover_every_file_exactly_once(tmp_path: Path) -> None:
+    src = make_tree(tmp_path)
+    every = [rel for rel, _ in list_inputs(src)]
+    parts = [[rel for rel, _ in list_inputs(src, (i, 3))] for i in range(3)]
+    assert sorted(sum(parts, [])) == sorted(every) and len(set(sum(parts, []))) == len(every)
+    assert all(parts)
+    out = tmp_path / "out"
+    for i in range(3):
+        blur_folder(src, out, MosaicConfig(shard=(i, 3)), FakeBundle(), explainer=FakeExplainer())
+    reported = sum((_csv(out / f"mosaic-report-{i}of3.csv") for i in range(3)), [])
+    assert sorted(r["path"] for r in reported) == sorted(every)
+
+
+def test_only_censored_writes_only_flagged_images(tmp_path: Path) -> None:
+    src = make_tree(tmp_path, bad=False)
+    out = tmp_path / "out"
+    rep = blur_folder(src, out, MosaicConfig(only_censored=True), FakeBundle(), explainer=FakeExplainer())
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*g"))
+    assert written == ["a_flagged.png", "e_flagged.png", "sub/c_flagged.png"]
+    assert rep.counts["clean"] == 3
+    again = blur_folder(src, out, MosaicConfig(only_censored=True, resume=True), FakeBundle(),
+                        explainer=FakeExplainer())
+    assert again.skipped == 6
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_cli(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mosaic.censoring as mcensor
+    import mosaic.cli as mcli
+
+    monkeypatch.setattr(mcli, "load_bundle", lambda *a, **k: FakeBundle())
+    monkeypatch.setattr(mcensor, "make_explainer", lambda bundle, config: FakeExplainer())
+
+
+def test_cli_folder_exit_code_and_json_summary(tmp_path: Path, fake_cli: None) -> None:
+    src = make_tree(tmp_path)
+    res = _runner().invoke(main, ["blur", str(src), str(tmp_path / "out"), "--json", "--batch-size", "4"])
+    assert res.exit_code == 1
+    summary = json.loads(res.stdout)
+    assert summary["failed"] == 4 and summary["censored"] == 3 and summary["clean"] == 3
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 4 and any(ln.startswith("Error: zero.jpg: zero-byte") for ln in errors)
+    assert "Traceback" not in res.stderr
+    assert (tmp_path / "out" / "sub" / "deep" / "d_clean.jpg").exists()
+
+
+def test_cli_single_file_and_bad_options(tmp_path: Path, fake_cli: None) -> None:
+    src = make_tree(tmp_path, bad=False) / "a_flagged.png"
+    out = tmp_path / "single" / "a.png"
+    res = _runner().invoke(main, ["blur", str(src), str(out), "--style", "gaussian"])
+    assert res.exit_code == 0, res.stderr
+    assert "1 censored" in res.stdout and out.exists() and not (out.parent / "mosaic-report.csv").exists()
+    assert read_image(out).shape == (SIZE, SIZE, 3)
+    res = _runner().invoke(main, ["blur", str(src), str(src)])
+    assert res.exit_code == 2 and "input itself" in res.stderr
+    res = _runner().invoke(main, ["blur", str(src), str(tmp_path / "x.png"), "--max-rounds", "0"])
+    assert res.exit_code == 2 and "expected max_rounds >= 1, got 0" in res.stderr
+    res = _runner().invoke(main, ["blur", str(src.parent), str(tmp_path / "o"), "--shard", "2/2"])
+    assert res.exit_code == 2 and "expected a shard i/n" in res.stderr
+    res = _runner().invoke(main, ["blur", str(src.parent), str(tmp_path / "o"), "--style", "sparkle"])
+    assert res.exit_code == 2
+
+
+def test_cli_real_tiny_model_end_to_end(tmp_path: Path, tiny16: Any) -> None:
+    src = make_tree(tmp_path)
+    out = tmp_path / "out"
+    res = _runner().invoke(main, ["blur", str(src), str(out), "--model", str(tiny16.path), "--method", "gradcam",
+                                  "--threshold", "0", "--max-rounds", "2", "--style", "pixelate"])
+    assert res.exit_code == 1, res.stderr
+    rows = _csv(out / "mosaic-report.csv")
+    assert sum(r["status"] == "failed" for r in rows) == 4
+    assert all(r["status"] == "unresolved" for r in rows if r["status"] != "failed")
+    assert (out / "sub" / "c_flagged.png").read_bytes() != (src / "sub" / "c_flagged.png").read_bytes()
+    assert json.loads((out / "mosaic-run.json").read_text())["model"] == str(Path(tiny16.path).resolve())
+
+
+def test_keep_metadata_is_opt_in(tmp_path: Path) -> None:
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"
+    Image.fromarray((planted(1) * 255).astype(np.uint8)).save(src / "a.jpg", exif=exif.tobytes())
+    for keep in (False, True):
+        out = tmp_path / f"out{keep}"
+        rep = blur_folder(src, out, MosaicConfig(keep_metadata=keep), FakeBundle(), explainer=FakeExplainer())
+        assert rep.rows[0].status == "censored"
+        with Image.open(out / "a.jpg") as im:
+            assert ("exif" in im.info) == keep
