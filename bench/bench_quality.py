@@ -23,13 +23,12 @@ Data and runs go to ``bench/work/quality-{quick,full}/`` (git-ignored).
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -114,34 +113,6 @@ def harden_rows(st: _Stages, metrics: list[dict[str, Any]], eps: float = 8 / 255
         a, b = _pair(m0, m1, key, sub)
         met = ok(float(a), float(b)) if ok is not None and a is not None and b is not None else None
         st.add(f"scenes {label}: round 0 -> round {r}", _fmt_pair(a, b), goal, met)
-
-
-@contextlib.contextmanager
-def _tensorboard_fallback() -> Iterator[None]:
-    """Swap ``keras.callbacks.TensorBoard`` for a no-op while the loop runs, if TensorBoard is absent.
-
-    The hardening loop logs every retraining round to TensorBoard; without the ``tensorboard``
-    package Keras raises on the first epoch. The benchmark measures the loop, not its logs.
-    """
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        import keras
-
-        real = keras.callbacks.TensorBoard
-
-        class _NoBoard(keras.callbacks.Callback):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__()
-
-        keras.callbacks.TensorBoard = _NoBoard
-        _log("tensorboard is not installed: the loop's TensorBoard logging is switched off")
-        try:
-            yield
-        finally:
-            keras.callbacks.TensorBoard = real
-        return
-    yield
 
 
 def _censored_mask(src: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -262,8 +233,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         hc = HardenConfig(rounds=cfg["rounds"], data=str(scenes), model=str(model), out=str(out),
                           eval_steps=10 if quick else 20, jacobian_seeds=100 if quick else 300,
                           drift_images=6 if quick else 12)
-        with _tensorboard_fallback():
-            res = run_loop(hc)
+        res = run_loop(hc)
         raw["harden_metrics"] = res.metrics
         harden_rows(st, res.metrics, hc.eps)
         return res
@@ -347,8 +317,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                           eps=MADRY_EPS, pgd_steps=7, eval_steps=10,
                           weights={"cam_erasure": 0, "attention": 0, "adversarial": 1, "jacobian": 0, "pool": 0},
                           max_per_kind=n_tr, drift_images=0)
-        with _tensorboard_fallback():
-            res = run_loop(hc)
+        res = run_loop(hc)
         bundle = load_model(out / f"round-{res.metrics[-1]['round']}" / "model.keras")
         base_bundle = load_model(base.path)
         test = load_split(scan_split(plain, "test", bundle.class_names), bundle.image_size, with_masks=False)

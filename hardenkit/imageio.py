@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -265,19 +266,37 @@ def write_image(
                     kwargs["icc_profile"] = src.info["icc_profile"]
         except (OSError, UnidentifiedImageError):
             pass  # metadata is best-effort; the pixels are what matter
+    with atomic_path(dst) as tmp, open(tmp, "wb") as fh:
+        pil.save(fh, format=fmt, **kwargs)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, else it is removed.
+
+    The destination is never left half-written. ``suffix`` is the temporary file's ending
+    (some writers, e.g. ``model.save``, insist on one). The file gets the usual permissions
+    (0666 minus the umask), not the 0600 of a bare temporary file.
+
+    Example:
+        >>> with atomic_path("/tmp/hk_doc2.txt") as tmp:
+        ...     _ = open(tmp, "w").write("hi")
+    """
+    dst = Path(path)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=suffix, dir=dst.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            pil.save(fh, format=fmt, **kwargs)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, dst)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -287,21 +306,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     Example:
         >>> atomic_write_text("/tmp/hk_doc.txt", "hello")
     """
-    dst = Path(path)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .errors import ModelLoadError, UsageError
-from .imageio import atomic_write_text, resize
+from .imageio import atomic_path, atomic_write_text, resize
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -336,16 +335,8 @@ def save_model(
     if p.suffix.lower() not in MODEL_EXTENSIONS:
         raise UsageError(f"{p}: model files must end in .keras or .h5")
     sens = resolve_sensitive(class_names, list(sensitive) if sensitive else None)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=p.suffix, dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_path(p, suffix=p.suffix) as tmp:
         model.save(tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     meta = {"class_names": list(class_names), "sensitive": list(sens)}
     if extra:
         meta.update(extra)

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 from contextlib import nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -244,16 +243,10 @@ def list_inputs(src: Path, shard: tuple[int, int] | None = None) -> list[tuple[s
 
 def _atomic_copy(src: Path, dst: Path) -> None:
     """Byte-exact copy through a temporary file in the destination folder."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
+    from hardenkit.imageio import atomic_path
+
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _decode(path: Path, max_pixels: int) -> np.ndarray | InvalidImageError:
