@@ -30,8 +30,9 @@ class HardenConfig:
         model: Starting model; None = the cached demo baseline (trained on first use).
         out: Run folder. Defaults to ``runs/harden``.
         eps: L-inf budget of the PGD samples and of robust accuracy. Defaults to 8/255.
-        pgd_steps: PGD steps when making training samples. Defaults to 7.
-        eval_steps: PGD steps when measuring robust accuracy. Defaults to 20.
+        pgd_steps: PGD steps per batch of adversarial training; 1 = FGSM from a random start
+            ("fast" adversarial training, Wong et al. 2020). Defaults to 1.
+        eval_steps: PGD steps when measuring robust accuracy. Defaults to 10.
         fgsm_mix: Share of adversarial samples made with FGSM instead of PGD. Defaults to 0.
         recall: fpr/miss rate are measured at the threshold (set on val) holding this recall.
         cam_method: CAM method; None = cam's default.
@@ -45,7 +46,7 @@ class HardenConfig:
         pool: Unlabelled pool folder to mine near-boundary images from (optional).
         pool_labels: CSV ``file,label`` labelling pool images; else they go to review.
         pool_top: Pool images taken per round. Defaults to 100.
-        epochs: Adam epochs per round. Defaults to 4.
+        epochs: Adam epochs per round. Defaults to 6.
         sgd_epochs: SGD finishing epochs per round at ``sgd_learning_rate``. Defaults to 1.
         learning_rate: Adam learning rate. Defaults to 1e-3.
         sgd_learning_rate: Defaults to 1e-3.
@@ -60,8 +61,8 @@ class HardenConfig:
     model: str | None = None
     out: str = "runs/harden"
     eps: float = 8 / 255
-    pgd_steps: int = 7
-    eval_steps: int = 20
+    pgd_steps: int = 1
+    eval_steps: int = 10
     fgsm_mix: float = 0.0
     recall: float = 0.95
     cam_method: str | None = None
@@ -74,7 +75,7 @@ class HardenConfig:
     pool: str | None = None
     pool_labels: str | None = None
     pool_top: int = 100
-    epochs: int = 4
+    epochs: int = 6
     sgd_epochs: int = 1
     learning_rate: float = 1e-3
     sgd_learning_rate: float = 1e-3

@@ -5,11 +5,13 @@ Round 0 evaluates the starting model. Every round r >= 1 then:
 1. covers the top CAM region of correctly flagged sensitive training images with noise
    (labelled from the masks, else queued for review) and keeps those the model now misjudges;
 2. covers wrong-place attention (map peak outside the mask) with noise, label kept;
-3. makes PGD (optionally FGSM) adversarial versions of the training set, true labels;
-4. walks seeds toward the boundary (Jacobian samples) and mines a pool, if given;
-5. retrains from the previous round's model (Adam, then an SGD finish), best epoch by
-   validation accuracy, class-balanced, each kind weighted by the config;
-6. evaluates on the test split, the same way every round.
+3. walks seeds toward the boundary (Jacobian samples) and mines a pool, if given;
+4. retrains from the previous round's model (Adam, then an SGD finish), class-balanced,
+   each kind weighted by the config, with Madry-style adversarial training: every batch
+   is attacked with PGD (optionally partly FGSM) against the current weights and trained
+   on with its true labels (:mod:`hardening.adversarial`); best epoch by validation
+   score (mean of clean and PGD accuracy), or validation accuracy with adversarial off;
+5. evaluates on the test split, the same way every round.
 
 Everything a round produces is on disk before the round is marked done
 (``round-K/DONE``), so ``resume=True`` continues a killed run losing only the round in
@@ -226,7 +228,7 @@ def make_samples(
     bundle: Any, data: _Data, cfg: HardenConfig, r: int, used_pool: set[str], progress: Callable[[str], None]
 ) -> list[SampleSet]:
     """All new samples of round ``r`` (review-queued ones included, flagged)."""
-    from attacks import generate, jacobian_boundary
+    from attacks import jacobian_boundary
 
     rng = np.random.default_rng([cfg.seed, r])
     tr = data.train
@@ -257,17 +259,6 @@ def make_samples(
             at = attention_samples(tr.x[pick], tr.y[pick], maps, masks, rng, cfg.cam_threshold)
             at.source = pick[at.source] if len(at) else at.source
             sets.append(at)
-    if cfg.weights["adversarial"] > 0:
-        progress("adversarial")
-        idx = np.arange(len(tr.x)) if len(tr.x) <= cap else rng.choice(len(tr.x), cap, replace=False)
-        n_fgsm = int(round(cfg.fgsm_mix * len(idx)))
-        parts = []
-        if n_fgsm:
-            parts.append(np.asarray(generate(bundle, tr.x[idx[:n_fgsm]], tr.y[idx[:n_fgsm]], attack="fgsm",
-                                             eps=cfg.eps).adversarial, np.float32))
-        parts.append(_pgd(bundle, tr.x[idx[n_fgsm:]], tr.y[idx[n_fgsm:]], cfg.eps, cfg.pgd_steps, cfg.seed * 1000 + r))
-        sets.append(SampleSet("adversarial", np.concatenate(parts), tr.y[idx].astype(np.int32),
-                              np.zeros(len(idx), bool), idx))
     boundary = np.zeros((0, *shape), np.float32)
     if cfg.weights["jacobian"] > 0 or (cfg.pool and cfg.weights["pool"] > 0):
         progress("jacobian")
@@ -333,17 +324,26 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
     w = np.concatenate([np.ones(len(tr.x), np.float32), extra_w]) if len(extra_w) else None
     tb = keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard" / f"round-{r}"), write_graph=False,
                                      update_freq="epoch", profile_batch=0)
+    adv_w = cfg.weights["adversarial"]
     strategy = get_strategy()
     with strategy.scope():
-        model = load_model(bundle.path).model
+        inner = load_model(bundle.path).model
+        model = inner
+        monitor = "val_accuracy"
+        if adv_w > 0:
+            from .adversarial import AdversarialTrainer
+
+            model = AdversarialTrainer(inner, eps=cfg.eps, steps=cfg.pgd_steps, adversarial_weight=adv_w,
+                                       fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 5))
+            monitor = "val_score"
         fit_arrays(model, x, y, data.val.x, data.val.y, epochs=cfg.epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
-                   callbacks=[tb], description=f"round {r} adam", monitor="val_accuracy")
+                   callbacks=[tb], description=f"round {r} adam", monitor=monitor)
         if cfg.sgd_epochs:
             fit_arrays(model, x, y, data.val.x, data.val.y, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
                        optimizer="sgd", learning_rate=cfg.sgd_learning_rate, sample_weight=w,
-                       seed=cfg.seed * 1000 + r + 7, description=f"round {r} sgd", monitor="val_accuracy")
-    return model
+                       seed=cfg.seed * 1000 + r + 7, description=f"round {r} sgd", monitor=monitor)
+    return inner
 
 
 def _render_report(out: Path) -> None:
@@ -441,6 +441,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
     start = (max(done) + 1) if done else 0
     for r in range(start, cfg.rounds + 1):
         t0 = time.perf_counter()
+        phases: dict[str, float] = {}
         rdir = _round_dir(out, r)
         if rdir.exists():
             shutil.rmtree(rdir)  # partial work of a killed round
@@ -455,33 +456,37 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             prev = load_model(_round_dir(out, r - 1) / "model.keras")
             with progress_bar(None, f"round {r} samples") as adv:
                 sets = make_samples(prev, data, cfg, r, used_pool, lambda phase: adv(1))
+            phases["samples"] = time.perf_counter() - t0
             n_review = _write_review(out, r, sets, names)
-            fresh_x, fresh_y, fresh_w, keep_x, keep_y, keep_w = [], [], [], [], [], []
+            keep_x, keep_y, keep_w = [], [], []
             for s in sets:
                 t = s.trainable()
                 added[s.kind] += len(t)
-                wgt = np.full(len(t), cfg.weights[s.kind], np.float32)
-                if s.kind == "adversarial":  # regenerated every round for the current model
-                    fresh_x.append(t.x); fresh_y.append(t.y); fresh_w.append(wgt)  # noqa: E702
-                else:
-                    keep_x.append(t.x); keep_y.append(t.y); keep_w.append(wgt)  # noqa: E702
+                keep_x.append(t.x); keep_y.append(t.y); keep_w.append(np.full(len(t), cfg.weights[s.kind], np.float32))  # noqa: E702
             pool_used = np.array(sorted(used_pool), str)
             kx = np.concatenate(keep_x) if keep_x else extra_x[0]
             ky = np.concatenate(keep_y) if keep_y else extra_y[0]
             kw = np.concatenate(keep_w) if keep_w else extra_w[0]
             extra_x.append(kx); extra_y.append(ky); extra_w.append(kw)  # noqa: E702
-            ax = np.concatenate(extra_x + fresh_x)
-            ay = np.concatenate(extra_y + fresh_y)
-            aw = np.concatenate(extra_w + fresh_w)
+            ax, ay, aw = np.concatenate(extra_x), np.concatenate(extra_y), np.concatenate(extra_w)
+            if cfg.weights["adversarial"] > 0:  # made on the fly, one per training image and epoch
+                added["adversarial"] = (len(data.train.x) + len(ax)) * (cfg.epochs + cfg.sgd_epochs)
+            t1 = time.perf_counter()
             model = _retrain(prev, data, ax, ay, aw, cfg, r, out)
+            phases["retrain"] = time.perf_counter() - t1
             save_model(model, rdir / "model.keras", names, prev.sensitive_names)
             bundle = load_model(rdir / "model.keras")
             np.savez(rdir / "samples.npz", x=kx, y=ky, w=kw, pool=pool_used)
             if n_review:
                 _log(f"round {r}: {n_review} samples queued for review in {out / 'review'}")
+        t1 = time.perf_counter()
         m = evaluate(bundle, data, cfg, cfg.seed * 1000 + r)
+        phases["evaluate"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
         _save_gallery(bundle, data, cfg, rdir, drift_idx)
-        m = {"round": r, **m, "samples_added": added, "seconds": time.perf_counter() - t0}
+        phases["gallery"] = time.perf_counter() - t1
+        m = {"round": r, **m, "samples_added": added, "seconds": time.perf_counter() - t0,
+             "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
         metrics.append(m)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
         best = max(metrics, key=lambda d: d["val_score"])

@@ -120,7 +120,8 @@ def fit_arrays(
     """Fit ``model`` on in-memory arrays, keeping the weights of the best epoch by ``monitor``.
 
     Class-balanced (per-sample weights), horizontally flipped at random, seeded.
-    The model is (re)compiled here.
+    The model is (re)compiled here. ``callbacks`` run before the checkpoint, so one of
+    them may add the ``monitor`` value to the epoch logs.
 
     Returns:
         The Keras history dict.
@@ -134,7 +135,7 @@ def fit_arrays(
     from .data import class_weights
     from .progress import keras_progress
 
-    n_classes = int(model.output_shape[-1])
+    n_classes = int(getattr(model, "inner", model).output_shape[-1])  # a training wrapper keeps it in .inner
     cw = class_weights(y, n_classes)
     w = np.array([cw[int(c)] for c in y], np.float32)
     if sample_weight is not None:
@@ -148,9 +149,9 @@ def fit_arrays(
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, "best.weights.h5")
         mode = "min" if "loss" in monitor else "max"
-        cbs = [keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode=mode, save_best_only=True,
-                                               save_weights_only=True),
-               keras_progress(epochs, description), *callbacks]
+        cbs = [*callbacks, keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode=mode, save_best_only=True,
+                                                           save_weights_only=True),
+               keras_progress(epochs, description)]
         hist = model.fit(ds, validation_data=(x_val, y_val), epochs=epochs, verbose=0, callbacks=cbs)
         if os.path.exists(ckpt):
             model.load_weights(ckpt)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ["HARDENKIT_NO_PROGRESS"] = "1"
 os.environ.setdefault("HARDENKIT_MAX_STEPS", "5")
 
