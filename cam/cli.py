@@ -115,7 +115,7 @@ def format_table(result: dict[str, Any]) -> str:
 @click.option("--steps", type=int, default=16, show_default=True, help="Deletion/insertion steps.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Save cam-eval.json (with the deletion/insertion curves) in this folder.")
+              help="Save cam-eval.json (with the deletion/insertion curves) and cam-eval.html in this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def eval_cmd(model_path: str | None, unsafe_model: bool, sensitive: str | None, data: str | None, split: str,
@@ -143,7 +143,9 @@ def eval_cmd(model_path: str | None, unsafe_model: bool, sensitive: str | None, 
         path = ensure_out_dir(cfg.out) / "cam-eval.json"
         atomic_write_text(path, json.dumps({**res, "model": str(bundle.path), "data": cfg.data,
                                             "split": cfg.split}, indent=1) + "\n")
-        click.echo(f"saved {path}", err=True)
+        from reports import render_cam_eval
+
+        click.echo(f"saved {path} and {render_cam_eval(path)}", err=True)
     table = {k: v for k, v in res.items() if k != "curves"}
     if as_json:
         print_json(table)

@@ -43,10 +43,12 @@ class HardenConfig:
         max_per_kind: Cap on new samples of each kind per round. Defaults to 2000.
         jacobian_seeds: Seed images for Jacobian boundary samples per round. Defaults to 300.
         jacobian_lambda: Jacobian step size. Defaults to 0.03.
+        replay_max: Samples of earlier rounds trained on again each round, at most (a seeded
+            random subset; keeps rounds from slowing down as samples pile up). Defaults to 800.
         pool: Unlabelled pool folder to mine near-boundary images from (optional).
         pool_labels: CSV ``file,label`` labelling pool images; else they go to review.
         pool_top: Pool images taken per round. Defaults to 100.
-        epochs: Adam epochs per round. Defaults to 6.
+        epochs: Adam epochs per round. Defaults to 5.
         sgd_epochs: SGD finishing epochs per round at ``sgd_learning_rate``. Defaults to 1.
         learning_rate: Adam learning rate. Defaults to 1e-3.
         sgd_learning_rate: Defaults to 1e-3.
@@ -72,10 +74,11 @@ class HardenConfig:
     max_per_kind: int = 2000
     jacobian_seeds: int = 300
     jacobian_lambda: float = 0.03
+    replay_max: int = 800
     pool: str | None = None
     pool_labels: str | None = None
     pool_top: int = 100
-    epochs: int = 6
+    epochs: int = 5
     sgd_epochs: int = 1
     learning_rate: float = 1e-3
     sgd_learning_rate: float = 1e-3
@@ -86,6 +89,7 @@ class HardenConfig:
 
     def __post_init__(self) -> None:
         ints = {"rounds": 1, "pgd_steps": 1, "eval_steps": 1, "max_per_kind": 0, "jacobian_seeds": 0,
+                "replay_max": 0,
                 "pool_top": 0, "epochs": 1, "sgd_epochs": 0, "batch_size": 1, "drift_images": 0}
         for name, lo in ints.items():
             v = getattr(self, name)

@@ -7,7 +7,8 @@ Round 0 evaluates the starting model. Every round r >= 1 then:
 2. covers wrong-place attention (map peak outside the mask) with noise, label kept;
 3. walks seeds toward the boundary (Jacobian samples) and mines a pool, if given;
 4. retrains from the previous round's model (Adam, then an SGD finish), class-balanced,
-   each kind weighted by the config, with Madry-style adversarial training: every batch
+   each kind weighted by the config (samples of earlier rounds replayed, at most
+   ``replay_max`` of them), with Madry-style adversarial training: every batch
    is attacked with PGD (optionally partly FGSM) against the current weights and trained
    on with its true labels (:mod:`hardening.adversarial`); best epoch by validation
    score (mean of clean and PGD accuracy), or validation accuracy with adversarial off;
@@ -346,6 +347,16 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
     return inner
 
 
+def _replay(xs: list[np.ndarray], ys: list[np.ndarray], ws: list[np.ndarray], cap: int,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This round's samples (the last of each list) plus at most ``cap`` seeded picks of earlier ones."""
+    old_x, old_y, old_w = np.concatenate(xs[:-1]), np.concatenate(ys[:-1]), np.concatenate(ws[:-1])
+    if len(old_x) > cap:
+        keep = np.sort(rng.choice(len(old_x), cap, replace=False))
+        old_x, old_y, old_w = old_x[keep], old_y[keep], old_w[keep]
+    return (np.concatenate([old_x, xs[-1]]), np.concatenate([old_y, ys[-1]]), np.concatenate([old_w, ws[-1]]))
+
+
 def _render_report(out: Path) -> None:
     try:
         from reports import render_hardening
@@ -468,7 +479,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             ky = np.concatenate(keep_y) if keep_y else extra_y[0]
             kw = np.concatenate(keep_w) if keep_w else extra_w[0]
             extra_x.append(kx); extra_y.append(ky); extra_w.append(kw)  # noqa: E702
-            ax, ay, aw = np.concatenate(extra_x), np.concatenate(extra_y), np.concatenate(extra_w)
+            ax, ay, aw = _replay(extra_x, extra_y, extra_w, cfg.replay_max, np.random.default_rng([cfg.seed, r, 1]))
             if cfg.weights["adversarial"] > 0:  # made on the fly, one per training image and epoch
                 added["adversarial"] = (len(data.train.x) + len(ax)) * (cfg.epochs + cfg.sgd_epochs)
             t1 = time.perf_counter()

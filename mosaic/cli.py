@@ -82,8 +82,9 @@ def blur(src: str, dst: str, model_path: str | None, unsafe_model: bool, sensiti
     Images scoring below --threshold are copied unchanged; the others get their CAM regions
     censored, are scored again, and the regions grow until the output is no longer flagged
     (else the whole image is censored: 'unresolved'). IN may also be one file, OUT then being
-    the output file. Writes OUT/mosaic-report.csv and OUT/mosaic-run.json. Exit code 1 if
-    any input failed (one 'Error: <file>: <reason>' line each on stderr).
+    the output file. Writes OUT/mosaic-report.csv, OUT/mosaic-report.html and
+    OUT/mosaic-run.json. Exit code 1 if any input failed (one 'Error: <file>: <reason>'
+    line each on stderr).
     """
     from .batch import blur_file, blur_folder, check_paths
 
@@ -99,6 +100,10 @@ def blur(src: str, dst: str, model_path: str | None, unsafe_model: bool, sensiti
         rep = blur_file(src, dst, cfg, bundle, report=report_path)
     else:
         rep = blur_folder(src, dst, cfg, bundle, report=report_path, show_progress=True)
+        if report_path is None:
+            from reports import render_mosaic
+
+            click.echo(f"html report: {render_mosaic(dst)}", err=True)
     for row in rep.failed:
         click.echo(f"Error: {row.path}: {row.error}", err=True)
     if as_json:

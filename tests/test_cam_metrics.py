@@ -135,6 +135,7 @@ def test_cam_eval_cli_beats_random_and_saves_json(planted: dict, tmp_path: Path)
     assert g["deletion_auc"] < r["deletion_auc"] and g["insertion_auc"] > r["insertion_auc"]
     saved = json.loads((tmp_path / "cam-eval.json").read_text())
     assert "curves" in saved and saved["gradcam"] == out["gradcam"]
+    assert "gradcam" in (tmp_path / "cam-eval.html").read_text()
 
 
 def test_cam_eval_cli_table_and_bad_split(planted: dict) -> None:

@@ -125,3 +125,18 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
     resumed = loop.run(cfg, resume=True)
     keys = ("accuracy", "fpr", "miss_rate", "robust_accuracy", "item_recall")
     assert [[m[k] for k in keys] for m in resumed.metrics] == [[m[k] for k in keys] for m in full.metrics]
+
+
+def test_replay_keeps_this_round_and_caps_earlier_rounds() -> None:
+    from hardening.loop import _replay
+
+    xs = [np.zeros((0, 2, 2, 3), np.float32), np.full((5, 2, 2, 3), 1, np.float32), np.full((4, 2, 2, 3), 2, np.float32)]
+    ys = [np.zeros(0, np.int32), np.ones(5, np.int32), np.zeros(4, np.int32)]
+    ws = [np.zeros(0, np.float32), np.ones(5, np.float32), np.full(4, 0.5, np.float32)]
+    x, y, w = _replay(xs, ys, ws, 3, np.random.default_rng(0))
+    assert len(x) == 3 + 4 and (x[-4:] == 2).all() and (y[:3] == 1).all() and (w[-4:] == 0.5).all()
+    x2, _, _ = _replay(xs, ys, ws, 3, np.random.default_rng(0))
+    assert (x2 == x).all()
+    assert len(_replay(xs, ys, ws, 100, np.random.default_rng(0))[0]) == 9
+    with pytest.raises(ConfigError, match="replay_max"):
+        HardenConfig(replay_max=-1)

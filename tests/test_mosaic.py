@@ -349,6 +349,8 @@ def test_cli_folder_exit_code_and_json_summary(tmp_path: Path, fake_cli: None) -
     assert len(errors) == 4 and any(ln.startswith("Error: zero.jpg: zero-byte") for ln in errors)
     assert "Traceback" not in res.stderr
     assert (tmp_path / "out" / "sub" / "deep" / "d_clean.jpg").exists()
+    html = (tmp_path / "out" / "mosaic-report.html").read_text()
+    assert "zero.jpg" in html  # the failed files are listed in the HTML report
 
 
 def test_cli_single_file_and_bad_options(tmp_path: Path, fake_cli: None) -> None:
