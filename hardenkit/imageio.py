@@ -109,11 +109,20 @@ def _to_float_rgb(img: Image.Image, background: float) -> np.ndarray:
         g = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
         return np.repeat(g[..., None], 3, axis=2)
     has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)
-    if has_alpha:
-        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
-        a = rgba[..., 3:4]
-        return (rgba[..., :3] * a + background * (1.0 - a)).astype(np.float32)
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    scale = np.float32(1.0 / 255.0)
+    if has_alpha:  # bg + a * (rgb - bg), in place, float32 throughout
+        rgba = np.asarray(img.convert("RGBA"))
+        a = rgba[..., 3:4].astype(np.float32)
+        a *= scale
+        out = rgba[..., :3].astype(np.float32)
+        out *= scale
+        out -= np.float32(background)
+        out *= a
+        out += np.float32(background)
+        return out
+    out = np.asarray(img.convert("RGB")).astype(np.float32)
+    out *= scale
+    return out
 
 
 def read_image(
