@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from hardenkit.cli import handle_errors, parse_fraction, print_json
@@ -37,7 +39,7 @@ def run(rounds: int | None, data: str | None, model: str | None, out: str | None
     from hardening.config import HardenConfig
     from hardening.loop import run as run_loop
 
-    over = {"rounds": rounds, "data": data, "model": model, "out": out, "pool": pool, "pool_labels": pool_labels,
+    over: dict[str, Any] = {"rounds": rounds, "data": data, "model": model, "out": out, "pool": pool, "pool_labels": pool_labels,
             "seed": seed, "mixed_precision": mixed_precision,
             "eps": parse_fraction(eps) if eps is not None else None}
     over = {k: v for k, v in over.items() if v is not None}

@@ -95,12 +95,10 @@ class HardenConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"expected {name} >= {lo}, got {v!r}")
-        for name, lo, hi in (("eps", 0.0, 1.0), ("fgsm_mix", 0.0, 1.0), ("recall", 0.0, 1.0),
-                             ("cam_threshold", 0.0, 1.0), ("erasure_min_remaining", 0.0, 1.0),
-                             ("jacobian_lambda", 0.0, 1.0)):
+        for name in ("eps", "fgsm_mix", "recall", "cam_threshold", "erasure_min_remaining", "jacobian_lambda"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not (lo <= v <= hi):
-                raise ConfigError(f"expected {lo} <= {name} <= {hi}, got {v!r}")
+            if not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
+                raise ConfigError(f"expected 0.0 <= {name} <= 1.0, got {v!r}")
         for name in ("learning_rate", "sgd_learning_rate"):
             v = getattr(self, name)
             if not (0 < v < 1):

@@ -237,7 +237,7 @@ def tf_dataset(
     labels = split.labels
     h, w = image_size
 
-    def decode(path: bytes) -> tuple[np.ndarray, np.ndarray]:
+    def decode(path: bytes) -> tuple[np.ndarray, np.bool_]:
         p = path.decode()
         try:
             return resize(read_image(p), (h, w)).astype(np.float32), np.bool_(True)

@@ -166,8 +166,8 @@ def read_image(
                 if getattr(img, "n_frames", 1) > 1:
                     img.seek(0)
                 img.load()
-                img = ImageOps.exif_transpose(img) or img
-                return _to_float_rgb(img, background)
+                upright: Image.Image = ImageOps.exif_transpose(img) or img
+                return _to_float_rgb(upright, background)
     except InvalidImageError:
         raise
     except UnidentifiedImageError:

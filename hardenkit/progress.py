@@ -18,6 +18,10 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 
+def _noop(n: int = 1) -> None:
+    """The progress callback when bars are off."""
+
+
 def _enabled() -> bool:
     return os.environ.get("HARDENKIT_NO_PROGRESS", "") not in ("1", "true") and sys.stderr.isatty()
 
@@ -31,7 +35,7 @@ def progress_bar(total: int | None, description: str) -> Iterator[Callable[[int]
         description: Shown left of the bar.
     """
     if not _enabled():
-        yield lambda n=1: None
+        yield _noop
         return
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -41,7 +45,10 @@ def progress_bar(total: int | None, description: str) -> Iterator[Callable[[int]
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                   console=Console(stderr=True), transient=False) as prog:
         task = prog.add_task(description, total=total)
-        yield lambda n=1: prog.advance(task, n)
+        def advance(n: int = 1) -> None:
+            prog.advance(task, n)
+
+        yield advance
 
 
 def keras_progress(epochs: int, description: str = "train") -> Any:

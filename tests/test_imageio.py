@@ -144,3 +144,21 @@ def test_read_mask_and_iter_images(tmp_path: Path) -> None:
     assert [p.name for p in iter_images([tmp_path])] == ["m.png"]
     with pytest.raises(UsageError, match="no such file"):
         list(iter_images([tmp_path / "missing"]))
+
+
+def test_atomic_writes_get_umask_permissions_and_leave_nothing_on_failure(tmp_path: Path) -> None:
+    from hardenkit.imageio import atomic_path, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        write_image(tmp_path / "b.png", np.zeros((2, 2, 3), np.float32))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.png").stat().st_mode & 0o777 == 0o644
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "a.txt") as tmp:
+            Path(tmp).write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert (tmp_path / "a.txt").read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.png"]
