@@ -5,8 +5,7 @@ model learns to resist *those* perturbations, not the attack), so the hardening 
 trains through :class:`AdversarialTrainer`, a Keras model that wraps the classifier and
 overrides ``train_step``: each batch is attacked with PGD against the weights of that
 step (random start from the global TensorFlow seed), and the loss is taken on the clean
-and the adversarial halves (weighted by the
-``adversarial`` weight). ``test_step`` reports ``robust_accuracy`` (PGD on the validation
+and the adversarial halves (weighted by the ``adversarial`` weight). ``test_step`` reports ``robust_accuracy`` (PGD on the validation
 batch) and ``score`` = mean of clean and robust accuracy, so ``fit`` can keep the best
 epoch by ``val_score``.
 
@@ -63,6 +62,11 @@ class AdversarialTrainer(keras.Model):
         self.robust_tracker = keras.metrics.SparseCategoricalAccuracy(name="robust_accuracy")
         self.clean_tracker = keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy")
         self.loss_tracker = keras.metrics.Mean(name="total_loss")
+
+    @property
+    def output_shape(self) -> Any:
+        """The wrapped classifier's output shape (what ``fit_arrays`` sizes class weights by)."""
+        return self.inner.output_shape
 
     def call(self, x: Any, training: bool = False) -> Any:
         return self.inner(x, training=training)
@@ -125,8 +129,7 @@ class AdversarialTrainer(keras.Model):
         return self._results(y, pred, sw)
 
     def _results(self, y: Any, pred: Any, sw: Any) -> dict[str, Any]:
-        out = self.compute_metrics(None, y, pred, sample_weight=sw)
-        out = dict(out)
+        out = dict(self.compute_metrics(None, y, pred, sample_weight=sw))
         clean = self.clean_tracker.result()
         robust = self.robust_tracker.result()
         out.update(loss=self.loss_tracker.result(), clean_accuracy=clean, robust_accuracy=robust,

@@ -135,7 +135,7 @@ def fit_arrays(
     from .data import class_weights
     from .progress import keras_progress
 
-    n_classes = int(getattr(model, "inner", model).output_shape[-1])  # a training wrapper keeps it in .inner
+    n_classes = int(model.output_shape[-1])
     cw = class_weights(y, n_classes)
     w = np.array([cw[int(c)] for c in y], np.float32)
     if sample_weight is not None:
