@@ -22,10 +22,11 @@ from .mining import MinedItem as MinedItem
 from .mining import MineResult as MineResult
 from .mining import embed as embed
 from .mining import mine_pool as mine_pool
+from .pgd import linf_pgd_steps as linf_pgd_steps
 from .pgd import pgd_tf as pgd_tf
 
 __all__ = [
     "ATTACKS", "Attack", "AttackResult", "MineResult", "MinedItem", "bisect_boundary", "binary_metrics",
-    "embed", "generate", "jacobian_boundary", "mine_pool", "pgd_tf", "project", "robustness",
+    "embed", "generate", "jacobian_boundary", "linf_pgd_steps", "mine_pool", "pgd_tf", "project", "robustness",
     "threshold_at_recall",
 ]

@@ -19,6 +19,41 @@ from hardenkit.testkit import max_steps
 
 from ._compiled import Compiled, attack_inputs
 
+def linf_pgd_steps(grad_fn: Any, x0: Any, start: Any, eps: Any, step: Any, steps: Any) -> Any:
+    """The L-inf PGD iteration itself, as TensorFlow ops (call it inside a ``tf.function``).
+
+    Shared by :func:`pgd_tf` and the adversarial training step of ``hardening``: from
+    ``start``, ``steps`` times take a signed-gradient step of size ``step`` and project back
+    onto the ``eps``-ball around ``x0`` and onto [0, 1].
+
+    Args:
+        grad_fn: Maps a batch to the gradient of the loss to maximise, with respect to it.
+        x0: The clean batch.
+        start: The starting batch (``x0``, or ``x0`` plus random noise, clipped to [0, 1]).
+        eps, step: Budget and per-step size (floats or scalar tensors).
+        steps: Number of iterations (int or scalar tensor).
+
+    Example:
+        >>> import tensorflow as tf
+        >>> x0 = tf.zeros((1, 2, 2, 1))
+        >>> adv = linf_pgd_steps(lambda x: tf.ones_like(x), x0, x0, 0.1, 0.05, 3)
+        >>> float(tf.reduce_max(adv))
+        0.10000000149011612
+    """
+    import tensorflow as tf
+
+    def one(x: Any) -> Any:
+        x = tf.clip_by_value(x + step * tf.sign(grad_fn(x)), x0 - eps, x0 + eps)
+        return tf.clip_by_value(x, 0.0, 1.0)
+
+    if isinstance(steps, int):  # unrolled: what a training step with 1-3 steps wants
+        x = start
+        for _ in range(steps):
+            x = one(x)
+        return x
+    return tf.while_loop(lambda i, x: i < steps, lambda i, x: (i + 1, one(x)), (tf.constant(0), start))[1]
+
+
 def _loop(comp: Compiled) -> Any:
     import tensorflow as tf
 
@@ -34,11 +69,7 @@ def _loop(comp: Compiled) -> Any:
     def pgd(x0: Any, y: Any, eps: Any, step: Any, steps: Any, random_start: Any, seed: Any) -> Any:
         noise = tf.random.stateless_uniform(tf.shape(x0), seed, -1.0, 1.0) * eps
         x = tf.clip_by_value(x0 + tf.where(random_start, noise, tf.zeros_like(noise)), 0.0, 1.0)
-        for _ in tf.range(steps):
-            _, g = comp.loss_and_grad(x, y)
-            x = tf.clip_by_value(x + step * tf.sign(g), x0 - eps, x0 + eps)
-            x = tf.clip_by_value(x, 0.0, 1.0)
-        return x
+        return linf_pgd_steps(lambda xa: comp.loss_and_grad(xa, y)[1], x0, x, eps, step, steps)
 
     comp.pgd_loop = pgd
     return pgd

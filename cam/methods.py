@@ -177,7 +177,16 @@ class Saliency(CamMethod):
 
     def _maps(self, score: Score, x: np.ndarray) -> Any:
         n = max_steps(self.smooth_samples) if self.smooth_samples else 0
-        return self._vis(score, x, smooth_samples=n, smooth_noise=0.2)
+        if not n:
+            return self._vis(score, x, smooth_samples=0)
+        # tf-keras-vis draws SmoothGrad's noise from NumPy's global generator: seed it for this
+        # call (same input, same map) and give the caller's generator state back afterwards
+        state = np.random.get_state()
+        np.random.seed(0)
+        try:
+            return self._vis(score, x, smooth_samples=n, smooth_noise=0.2)
+        finally:
+            np.random.set_state(state)
 
 
 class SmoothGrad(Saliency):

@@ -26,6 +26,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from attacks.pgd import linf_pgd_steps
+
 
 class AdversarialTrainer(keras.Model):
     """Wrap ``inner`` (a softmax classifier) for adversarial training; save ``inner`` afterwards.
@@ -79,15 +81,14 @@ class AdversarialTrainer(keras.Model):
             xa = tf.clip_by_value(x0 + noise, 0.0, 1.0)
         else:
             xa = x0
-        for _ in range(steps):
+
+        def grad(xb: Any) -> Any:
             with tf.GradientTape() as tape:
-                tape.watch(xa)
-                p = self.inner(xa, training=False)
-                loss = keras.losses.sparse_categorical_crossentropy(y, p)
-            g = tape.gradient(loss, xa)
-            xa = tf.clip_by_value(xa + step_size * tf.sign(g), x0 - self.eps, x0 + self.eps)
-            xa = tf.clip_by_value(xa, 0.0, 1.0)
-        return tf.stop_gradient(xa)
+                tape.watch(xb)
+                loss = keras.losses.sparse_categorical_crossentropy(y, self.inner(xb, training=False))
+            return tape.gradient(loss, xb)
+
+        return tf.stop_gradient(linf_pgd_steps(grad, x0, xa, self.eps, step_size, steps))
 
     def adversarial_batch(self, x: Any, y: Any) -> Any:
         """The adversarial version of one batch (FGSM for the first ``fgsm_mix`` share, PGD after)."""

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import shutil
@@ -146,7 +147,7 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str
     fn, tp = int((~flagged & (yb == 1)).sum()), int((flagged & (yb == 1)).sum())
     acc = float((probs.argmax(1) == test.y).mean())
     by_eps = {}
-    for e in sorted({cfg.eps / 4, cfg.eps / 2, cfg.eps}):
+    for e in sorted({cfg.eps / 2, cfg.eps}):
         adv = _pgd(bundle, test.x, test.y, e, cfg.eval_steps, seed)
         by_eps[f"{e:.4f}"] = _accuracy(bundle, adv, test.y)
     robust = by_eps[f"{cfg.eps:.4f}"]
@@ -223,6 +224,24 @@ def _load_pool_labels(path: str | None, class_names: tuple[str, ...]) -> dict[st
                 raise UsageError(f"{path}: label {name!r} is not one of {list(class_names)}")
             labels[Path(row["file"]).name] = class_names.index(name)
     return labels
+
+
+def with_demo_pool(cfg: HardenConfig, data_dir: str | Path) -> HardenConfig:
+    """``cfg`` mining the demo data's own pool (``DATA/pool/`` + ``pool-labels.csv``) if it names none.
+
+    The built-in demo data ships an unlabelled pool and its label file, so ``harden run``
+    without ``--data`` shows pool mining too. An explicit ``pool``, a pool weight of 0, or a
+    data folder without ``pool/`` leave ``cfg`` as it is.
+
+    Example:
+        >>> with_demo_pool(HardenConfig(), "/nonexistent").pool is None
+        True
+    """
+    pool = Path(data_dir) / "pool"
+    if cfg.pool is not None or cfg.weights["pool"] <= 0 or not pool.is_dir():
+        return cfg
+    labels = Path(data_dir) / "pool-labels.csv"
+    return dataclasses.replace(cfg, pool=str(pool), pool_labels=str(labels) if labels.is_file() else None)
 
 
 def make_samples(
@@ -413,6 +432,8 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
         if saved.get("seed") != cfg.seed:
             raise UsageError(f"{out}: was run with seed {saved.get('seed')}, got {cfg.seed}; resume needs the same")
     data_dir = cfg.data or str(ensure_demo_data())
+    if cfg.data is None:
+        cfg = with_demo_pool(cfg, data_dir)
     model_path = cfg.model or str(ensure_demo_model())
     if cfg.mixed_precision:
         from hardenkit.distribute import enable_mixed_precision_if_gpu

@@ -3,9 +3,12 @@
 The input tree is never written to: the output folder may not be the input folder or lie
 inside it. Images below the threshold are copied byte for byte (or skipped with
 ``only_censored``); flagged ones are censored and re-encoded (metadata stripped unless
-``keep_metadata``). Bad files become ``failed`` rows and the batch goes on. Decoding and
-encoding run in a thread pool, overlapping the model work; the report is rewritten
-atomically after every batch, so a killed run resumes where it stopped (``resume``).
+``keep_metadata``; a JPEG/WebP output is the very bytes its verification scored). Bad files
+become ``failed`` rows and the batch goes on. Inputs are first decoded as cheap previews for
+scoring (:data:`PREVIEW_SIDE`); only images near the threshold or above are decoded at full
+size, 8-bit images are censored in 8 bits. Decoding and encoding run in a thread pool,
+overlapping the model work; the report is rewritten atomically after every batch, so a killed
+run resumes where it stopped (``resume``).
 
 Example:
     >>> report = blur_folder("photos", "photos-censored", MosaicConfig())  # doctest: +SKIP
@@ -249,13 +252,33 @@ def _atomic_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def _decode(path: Path, max_pixels: int) -> np.ndarray | InvalidImageError:
-    from hardenkit.imageio import read_image
+#: Inputs are first decoded for scoring only: a preview whose short side is at least this many
+#: pixels (or the model's input side, if larger), see :func:`hardenkit.imageio.read_image_preview`.
+#: Only images scoring near the threshold or above are then needed at full size.
+PREVIEW_SIDE = 256
+
+Decoded = tuple[np.ndarray, np.ndarray | None]
+
+
+def _decode(path: Path, max_pixels: int, min_side: int) -> Decoded | InvalidImageError:
+    """(preview, full pixels) (see ``read_image_preview``), or the :class:`InvalidImageError`."""
+    from hardenkit.imageio import read_image_preview
 
     try:
-        return read_image(path, max_pixels=max_pixels)
+        return read_image_preview(path, min_side, max_pixels=max_pixels)
     except InvalidImageError as e:
         return e
+
+
+def _decode_full(path: Path, max_pixels: int) -> np.ndarray | InvalidImageError:
+    """The full-size pixels (uint8 RGB where the image is 8-bit RGB/grey), or the error."""
+    from hardenkit.imageio import pixels_to_float, read_image_pixels
+
+    try:
+        pixels = read_image_pixels(path, max_pixels=max_pixels)
+    except InvalidImageError as e:
+        return e
+    return pixels if pixels.dtype == np.uint8 and pixels.shape[-1] == 3 else pixels_to_float(pixels)
 
 
 def _row(rel: str, info: CensorInfo) -> MosaicRow:
@@ -292,14 +315,19 @@ class _Run:
         self._pending: list[tuple[MosaicRow, Future[None] | None]] = []
         self._last_write_cost = 0.0
         self._last_write_at = 0.0
+        self.preview_side = max(PREVIEW_SIDE, *getattr(bundle, "image_size", (0, 0)))
 
-    def _write_one(self, src: Path, dst: Path, image: np.ndarray | None) -> None:
-        from hardenkit.imageio import read_image, write_image
+    def _write_one(self, src: Path, dst: Path, image: np.ndarray | None, encoded: bytes | None = None) -> None:
+        from hardenkit.imageio import encode_image, read_image, write_bytes, write_image
 
         if image is None and self.reencode_clean:
             image = read_image(src, max_pixels=self.config.max_pixels)
         if image is None:
             _atomic_copy(src, dst)
+        elif not self.config.keep_metadata:
+            # JPEG/WebP: the very bytes verification scored; lossless: the verified pixels
+            write_bytes(dst, encoded if encoded is not None
+                        else encode_image(image, dst.suffix.lower(), self.config.quality))
         else:
             write_image(dst, image, quality=self.config.quality,
                         metadata_from=src if self.config.keep_metadata else None)
@@ -322,11 +350,24 @@ class _Run:
             self._last_write_cost = self._last_write_at - now
 
     def _process(self, batch: list[tuple[str, Path, Path]],
-                 decoded: list[np.ndarray | InvalidImageError]) -> list[tuple[MosaicRow, Future[None] | None]]:
-        good = [k for k, d in enumerate(decoded) if isinstance(d, np.ndarray)]
-        images = [decoded[k] for k in good]
-        results = censor_batch(self.bundle, images, self.config, self.explainer,  # type: ignore[arg-type]
-                               [batch[k][2].suffix for k in good]) if good else []
+                 decoded: list[Decoded | InvalidImageError]) -> list[tuple[MosaicRow, Future[None] | None]]:
+        from hardenkit.imageio import pixels_to_float
+
+        good = [k for k, d in enumerate(decoded) if not isinstance(d, InvalidImageError)]
+        images = [decoded[k][0] for k in good]  # type: ignore[index]
+
+        def full(j: int) -> Any:
+            pixels = decoded[good[j]][1]  # type: ignore[index]
+            if pixels is images[j]:
+                return images[j]  # the preview is the full image
+            if pixels is None:  # decoded at reduced size
+                return self.pool.submit(_decode_full, batch[good[j]][1], self.config.max_pixels)
+            if pixels.dtype == np.uint8 and pixels.shape[-1] == 3:
+                return pixels  # censored in 8 bits
+            return self.pool.submit(pixels_to_float, pixels)
+
+        results = censor_batch(self.bundle, images, self.config, self.explainer,
+                               [batch[k][2].suffix for k in good], full=full) if good else []
         by_index = dict(zip(good, results))
         jobs: list[tuple[MosaicRow, Future[None] | None]] = []
         for k, (rel, src, dst) in enumerate(batch):
@@ -335,23 +376,28 @@ class _Run:
                 jobs.append((_failed(rel, d.reason), None))
                 continue
             out, info = by_index[k]
+            if info.status == "failed":
+                jobs.append((_failed(rel, info.error), None))
+                continue
             row = _row(rel, info)
             if out is None and self.config.only_censored:
                 jobs.append((row, None))
             else:
-                jobs.append((row, self.pool.submit(self._write_one, src, dst, out)))
+                jobs.append((row, self.pool.submit(self._write_one, src, dst, out, info.encoded)))
         return jobs
 
     def run(self, todo: list[tuple[str, Path, Path]]) -> None:
         bs = self.config.batch_size
         batches = [todo[i:i + bs] for i in range(0, len(todo), bs)]
-        nxt: list[Future[np.ndarray | InvalidImageError]] = []
+        nxt: list[Future[Decoded | InvalidImageError]] = []
         try:
             if batches:
-                nxt = [self.pool.submit(_decode, s, self.config.max_pixels) for _, s, _ in batches[0]]
+                nxt = [self.pool.submit(_decode, s, self.config.max_pixels, self.preview_side)
+                       for _, s, _ in batches[0]]
             for k, batch in enumerate(batches):
                 decoded = [f.result() for f in nxt]
-                nxt = ([self.pool.submit(_decode, s, self.config.max_pixels) for _, s, _ in batches[k + 1]]
+                nxt = ([self.pool.submit(_decode, s, self.config.max_pixels, self.preview_side)
+                        for _, s, _ in batches[k + 1]]
                        if k + 1 < len(batches) else [])
                 current = self._process(batch, decoded)
                 self._flush()  # the previous batch's writes, which overlapped this batch's model work

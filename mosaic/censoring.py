@@ -1,8 +1,9 @@
 """Score, explain, censor, verify and escalate: the per-image core of mosaic.
 
 An image whose sensitive score reaches the threshold gets its CAM regions censored at full
-resolution. The censored image is scored again *as it would be decoded* (quantised to 8 bits,
-or re-encoded as JPEG with ``verify_encoded``); while it is still flagged the regions grow
+resolution. The censored image is scored again *as it would be decoded* (quantised to 8 bits;
+a JPEG/WebP output is encoded once, in memory, and those bytes are scored and then written, see
+:func:`verify_scores`); while it is still flagged the regions grow
 (lower region threshold, more dilation) for up to ``max_rounds`` rounds, after which the
 whole image is censored and marked ``unresolved``. Work is done in batches: one forward pass
 and one CAM pass per batch, one forward pass per escalation round.
@@ -29,6 +30,16 @@ THRESHOLD_DECAY = 0.7
 #: is upsampled from the model's feature map anyway); the mask is then scaled back up.
 WORK_SIDE = 512
 
+#: Verification decodes a JPEG output at reduced size (libjpeg DCT scaling) while its short
+#: side stays at least this many pixels: the model sees the image resized to its input anyway.
+VERIFY_SIDE = 256
+
+#: A reduced-size verification score this close to the target (or above it) is re-checked on the
+#: full decode, so "clean" is always decided as a reader of the file would decode it. (On the 91
+#: OpenCV sample photos, demo-model scores of 256 px previews differ from full-size ones by at
+#: most 0.02.)
+VERIFY_GUARD = 0.05
+
 #: An explainer maps a list of RGB [0, 1] images to (H, W) maps in [0, 1] at their sizes.
 MapsFn = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
 
@@ -39,13 +50,17 @@ class CensorInfo:
 
     Attributes:
         status: ``clean`` (below the threshold, unchanged), ``censored`` (regions censored,
-            verified below the threshold) or ``unresolved`` (censored whole).
+            verified below the threshold), ``unresolved`` (censored whole) or ``failed``.
         score_before: Sensitive score of the input.
         score_after: Score of the output as decoded (equal to ``score_before`` when clean).
         regions: Number of regions censored (0 when clean or unresolved).
         censored_fraction: Share of the image's pixels censored.
         rounds: Censor-and-verify rounds used (0 when clean).
         mask: (H, W) bool, the censored pixels (None when clean).
+        error: Why the image could not be handled (status ``failed``, only when the full-size
+            image could not be loaded), else "".
+        encoded: The output file's bytes exactly as verified (JPEG/WebP outputs), else None;
+            writing them instead of re-encoding saves an encode and writes what was scored.
     """
 
     status: str
@@ -55,6 +70,8 @@ class CensorInfo:
     censored_fraction: float = 0.0
     rounds: int = 0
     mask: np.ndarray | None = field(default=None, compare=False, repr=False)
+    error: str = ""
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
 
 def make_explainer(bundle: Any, config: MosaicConfig) -> MapsFn:
@@ -70,7 +87,41 @@ def make_explainer(bundle: Any, config: MosaicConfig) -> MapsFn:
     """
     from cam import Explainer
 
-    return Explainer(bundle, config.cam_method, batch_size=max(1, config.batch_size))
+    layer = config.layer
+    if layer is None and config.method is None:
+        layer = fine_layer(bundle.prob_model)
+    return Explainer(bundle, config.cam_method, layer=layer, batch_size=max(1, config.batch_size))
+
+
+def fine_layer(model: Any) -> str | None:
+    """The layer mosaic's default CAM reads: the last 4-D layer with at least twice the spatial
+    resolution of the model's last 4-D layer (the activations just before its last
+    downsampling), searched inside nested models too. Its map follows object outlines more
+    closely than the last layer's. None (use the last layer) when there is no such layer.
+
+    Example:
+        >>> from hardenkit.testkit import tiny_model
+        >>> fine_layer(tiny_model()) is None  # one resolution only: the last layer is used
+        True
+    """
+    from cam._graph import _is_model, _output_rank, _walk
+
+    spatial = [layer for layer in _walk(model) if not _is_model(layer) and _output_rank(layer) == 4]
+    if not spatial:
+        return None
+
+    def hw(layer: Any) -> tuple[int, int] | None:
+        shape = tuple(layer.output.shape)[1:3]
+        return None if None in shape else (int(shape[0]), int(shape[1]))
+
+    last = hw(spatial[-1])
+    if last is None:
+        return None
+    for layer in reversed(spatial[:-1]):
+        size = hw(layer)
+        if size is not None and size[0] >= 2 * last[0] and size[1] >= 2 * last[1]:
+            return str(layer.name)
+    return None
 
 
 class LazyExplainer:
@@ -129,8 +180,6 @@ def region_pixels(cam_map: np.ndarray, size: tuple[int, int], threshold: float, 
     """
     import cv2
 
-    from cam import regions
-
     from hardenkit.imageio import resize
 
     h, w = size
@@ -138,13 +187,36 @@ def region_pixels(cam_map: np.ndarray, size: tuple[int, int], threshold: float, 
     if scale < 1.0:
         wh, ww = max(1, round(h * scale)), max(1, round(w * scale))
         small = resize(np.asarray(cam_map, np.float32), (wh, ww))
-        regs = regions(small, threshold=threshold, dilate=int(round(dilate * scale)),
-                       min_area=max(1, int(config.min_area * scale * scale)))
-        low = region_mask((wh, ww), regs, config.shape)
-        return cv2.resize(low.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0, len(regs)
+        low, n = _shaped_regions(small, threshold, int(round(dilate * scale)),
+                                 max(1, int(config.min_area * scale * scale)), config.shape)
+        return cv2.resize(low.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0, n
     m = cam_map if cam_map.shape == (h, w) else resize(np.asarray(cam_map, np.float32), (h, w))
-    regs = regions(m, threshold=threshold, dilate=dilate, min_area=config.min_area)
-    return region_mask((h, w), regs, config.shape), len(regs)
+    return _shaped_regions(m, threshold, dilate, config.min_area, config.shape)
+
+
+def _shaped_regions(m: np.ndarray, threshold: float, dilate: int, min_area: int,
+                    shape: str) -> tuple[np.ndarray, int]:
+    """:func:`cam.regions` then :func:`region_mask`; for ``mask`` the same pixels in one labelling
+    pass, without a per-region image-sized mask."""
+    import cv2
+
+    from cam import regions
+
+    if shape != "mask":
+        regs = regions(m, threshold=threshold, dilate=dilate, min_area=min_area)
+        return region_mask(m.shape, regs, shape), len(regs)
+    m = np.asarray(m, np.float32)
+    top = float(m.max()) if m.size else 0.0
+    if not top > 0.0:
+        return np.zeros(m.shape, bool), 0
+    binary = (m >= threshold * top).astype(np.uint8)
+    if dilate:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
+        binary = np.asarray(cv2.dilate(binary, kernel), np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    keep[0] = False
+    return keep[labels], int(keep.sum())
 
 
 def as_decoded(image: np.ndarray, suffix: str = ".png", quality: int = 95) -> np.ndarray:
@@ -170,7 +242,8 @@ def as_decoded(image: np.ndarray, suffix: str = ".png", quality: int = 95) -> np
     return to_uint8(image).astype(np.float32) / np.float32(255.0)
 
 
-def _maps(explainer: MapsFn, bundle: Any, images: Sequence[np.ndarray], prepared: np.ndarray | None) -> list[np.ndarray]:
+def _maps(explainer: MapsFn, bundle: Any, images: Sequence[np.ndarray],
+          prepared: np.ndarray | None) -> list[np.ndarray]:
     """CAM maps (any resolution, resized where used); reuses the resized batch for a cam.Explainer."""
     from cam.explainer import Explainer
 
@@ -179,26 +252,141 @@ def _maps(explainer: MapsFn, bundle: Any, images: Sequence[np.ndarray], prepared
     return [np.asarray(m, np.float32) for m in explainer.explain_prepared(prepared)]  # resized per use
 
 
+def sensitive_scores(bundle: Any, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """``bundle.sensitive_score(images)`` through the model's forward pass compiled once
+    (:func:`cam._tfkv.fast_model`, shared with the explainer): a Keras eager call costs tens of
+    milliseconds of Python per batch, which dominates on small models. Objects that are not a
+    :class:`hardenkit.modelio.ModelBundle` are asked directly.
+
+    Example:
+        >>> from hardenkit.modelio import bundle_from_model
+        >>> from hardenkit.testkit import tiny_model, dummy_image
+        >>> b = bundle_from_model(tiny_model(), ["normal", "sensitive"])
+        >>> bool(abs(sensitive_scores(b, [dummy_image()])[0] - b.sensitive_score([dummy_image()])[0]) < 1e-5)
+        True
+    """
+    from hardenkit.modelio import ModelBundle
+
+    if not isinstance(bundle, ModelBundle):
+        return np.asarray(bundle.sensitive_score(images), np.float64)
+    from cam._tfkv import fast_model
+
+    fast = fast_model(bundle.prob_model, False)
+    x = bundle.prepare(images) if len(images) else np.zeros((0, *bundle.image_size, 3), np.float32)
+    probs = fast.predict(x, batch_size=64)
+    return np.asarray(probs, np.float64)[:, list(bundle.sensitive_indices)].sum(axis=1)
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    from hardenkit.imageio import pixels_to_float
+
+    return pixels_to_float(image) if image.dtype == np.uint8 else image
+
+
+def _resolve(handle: Any) -> np.ndarray | Exception:
+    """An image from a :func:`censor_batch` ``full`` loader: an array, a Future of one, or an error."""
+    try:
+        value = handle.result() if hasattr(handle, "result") else handle
+    except Exception as e:  # noqa: BLE001 - one image's failure is reported, the batch goes on
+        return e
+    if isinstance(value, Exception):
+        return value
+    value = np.asarray(value)
+    return value if value.dtype == np.uint8 else value.astype(np.float32, copy=False)
+
+
+def _verified(image: np.ndarray, suffix: str, quality: int, min_side: int) -> tuple[np.ndarray, bytes | None]:
+    """(the output as a reader decodes it, reduced for JPEG; its encoded bytes for JPEG/WebP)."""
+    from hardenkit.imageio import decode_image, encode_image, to_uint8
+
+    if suffix.lower() in (".jpg", ".jpeg", ".webp"):
+        data = encode_image(image, suffix.lower(), quality)
+        return decode_image(data, min_side=min_side), data
+    return to_uint8(image).astype(np.float32) / np.float32(255.0), None  # uint8 input: as is
+
+
+def verify_scores(bundle: Any, outputs: Sequence[np.ndarray], suffixes: Sequence[str], quality: int,
+                  target: float, pool: Any = None) -> tuple[np.ndarray, list[bytes | None]]:
+    """Scores of outputs as a reader of the written files would decode them, and their bytes.
+
+    JPEG/WebP outputs are encoded once in memory; the score comes from a reduced-size decode
+    (short side >= :data:`VERIFY_SIDE`) unless it lies within :data:`VERIFY_GUARD` of ``target``
+    or above, where the full decode decides. Lossless outputs are quantised to 8 bits.
+
+    Args:
+        bundle: A :class:`hardenkit.modelio.ModelBundle`.
+        outputs: RGB float32 images in [0, 1] (or uint8).
+        suffixes: Their file endings.
+        quality: JPEG/WebP quality.
+        target: The score an output must fall below to be clean.
+        pool: An executor to encode/decode in (None: in this thread).
+
+    Returns:
+        (scores, per output the encoded bytes or None).
+
+    Example:
+        >>> from hardenkit.modelio import bundle_from_model
+        >>> from hardenkit.testkit import tiny_model, dummy_image
+        >>> b = bundle_from_model(tiny_model(), ["normal", "sensitive"])
+        >>> sc, enc = verify_scores(b, [dummy_image()], [".jpg"], 95, 0.5)
+        >>> sc.shape, enc[0][:2]
+        ((1,), b'\xff\xd8')
+    """
+    side = _verify_side(bundle)
+    jobs = list(zip(outputs, suffixes))
+    if pool is not None and len(jobs) > 1:
+        done = list(pool.map(lambda a: _verified(a[0], a[1], quality, side), jobs))
+    else:
+        done = [_verified(im, sfx, quality, side) for im, sfx in jobs]
+    return _verified_scores(bundle, outputs, done, target)
+
+
+def _verify_side(bundle: Any) -> int:
+    return max(VERIFY_SIDE, *getattr(bundle, "image_size", (0, 0)))
+
+
+def _verified_scores(bundle: Any, outputs: Sequence[np.ndarray], done: Sequence[tuple[np.ndarray, bytes | None]],
+                     target: float) -> tuple[np.ndarray, list[bytes | None]]:
+    from hardenkit.imageio import decode_image
+
+    scores = sensitive_scores(bundle, [d for d, _ in done]).copy()
+    close = [k for k, (d, data) in enumerate(done)
+             if data is not None and d.shape[:2] != outputs[k].shape[:2] and scores[k] >= target - VERIFY_GUARD]
+    if close:
+        scores[close] = sensitive_scores(bundle, [decode_image(done[k][1]) for k in close])  # type: ignore[arg-type]
+    return scores, [data for _, data in done]
+
+
 def censor_batch(
     bundle: Any,
     images: Sequence[np.ndarray],
     config: MosaicConfig,
     explainer: MapsFn | None = None,
     suffixes: Sequence[str] | None = None,
+    full: Callable[[int], Any] | None = None,
 ) -> list[tuple[np.ndarray | None, CensorInfo]]:
     """Censor a batch: one scoring pass, one CAM pass, one verification pass per round.
 
     Args:
         bundle: A :class:`hardenkit.modelio.ModelBundle` (anything with ``prepare`` and
             ``sensitive_score``).
-        images: RGB float32 images in [0, 1], any sizes.
+        images: RGB float32 images in [0, 1], any sizes; with ``full``, possibly reduced-size
+            previews of the images to censor.
         config: The run's :class:`MosaicConfig`.
         explainer: Maps images to CAM maps; defaults to :func:`make_explainer` (build it once
             and pass it in when calling repeatedly).
-        suffixes: Output file endings, for ``verify_encoded``. Defaults to ``.png`` for all.
+        suffixes: Output file endings: JPEG/WebP outputs are verified after an encode/decode
+            round trip (see :func:`verify_scores`). Defaults to ``.png`` for all.
+        full: ``full(i)`` gives image i at full size (an array, a Future of one, or an
+            exception, which makes the image ``failed``; a uint8 array is censored in 8 bits,
+            see :func:`mosaic.censor`). Called right after scoring, before the CAM pass (so a
+            Future's decode overlaps it), for each image scoring within :data:`VERIFY_GUARD` of
+            the threshold or above; those within the guard band are re-scored at full size, so
+            a preview never decides a borderline image. None: ``images`` are full size.
 
     Returns:
-        Per image, (censored image or None when clean, :class:`CensorInfo`).
+        Per image, (censored image or None when clean, :class:`CensorInfo`); the image is
+        float32, or uint8 where ``full`` gave uint8 pixels.
 
     Example:
         >>> from hardenkit.modelio import bundle_from_model
@@ -213,29 +401,51 @@ def censor_batch(
         return []
     sfx = list(suffixes) if suffixes is not None else [".png"] * n
     prepared = bundle.prepare(images)
-    before = np.asarray(bundle.sensitive_score(prepared), np.float64)
+    before = sensitive_scores(bundle, prepared).copy()
     results: list[tuple[np.ndarray | None, CensorInfo]] = [
         (None, CensorInfo("clean", float(s), float(s))) for s in before]
-    flagged = [i for i in range(n) if before[i] >= config.threshold]
-    if not flagged:
+    handles = ({i: full(i) for i in range(n) if before[i] >= config.threshold - VERIFY_GUARD}
+               if full is not None else {})
+    candidates = sorted(handles) if full is not None else [i for i in range(n) if before[i] >= config.threshold]
+    if not candidates:
         return results
     if explainer is None:
         explainer = make_explainer(bundle, config)
     if isinstance(explainer, LazyExplainer):
         explainer = explainer.get()
-    maps = dict(zip(flagged, _maps(explainer, bundle, [images[i] for i in flagged], prepared[flagged])))
+    maps = dict(zip(candidates, _maps(explainer, bundle, [images[i] for i in candidates], prepared[candidates])))
+    full_images: dict[int, np.ndarray] = {}
+    for i, h in handles.items():
+        value = _resolve(h)
+        if isinstance(value, Exception):
+            reason = getattr(value, "reason", None) or str(value)
+            results[i] = (None, CensorInfo("failed", float(before[i]), float(before[i]), error=reason))
+        else:
+            full_images[i] = value if h is not images[i] else images[i]
+    keys = [i for i in sorted(full_images)
+            if full_images[i] is not images[i] and before[i] < config.threshold + VERIFY_GUARD]
+    if keys:  # a preview score this close to the threshold: the full-size image decides
+        rescored = sensitive_scores(bundle, [_as_float(full_images[i]) for i in keys])
+        for i, s in zip(keys, rescored):
+            before[i] = s
+            results[i] = (None, CensorInfo("clean", float(s), float(s)))
+    flagged = [i for i in candidates if before[i] >= config.threshold and results[i][1].status != "failed"]
+    if not flagged:
+        return results
+    imgs = {i: full_images.get(i, images[i]) for i in flagged}
     params = _style_params(config)
-    masks = {i: np.zeros(images[i].shape[:2], bool) for i in flagged}
+    masks = {i: np.zeros(imgs[i].shape[:2], bool) for i in flagged}
     remaps: dict[int, np.ndarray] = {}
     pending = list(flagged)
     rounds = max_steps(config.max_rounds)
     target = config.clean_below
+    side = _verify_side(bundle)
     for r in range(rounds):
         if not pending:
             break
         cands, counts = {}, {}
         for i in pending:
-            size = images[i].shape[:2]
+            size = imgs[i].shape[:2]
             thr, dil = round_settings(config, r, size)
             grown, counts[i] = region_pixels(maps[i], size, thr, dil, config)
             masks[i] |= grown  # grows monotonically round by round
@@ -243,25 +453,30 @@ def censor_batch(
                 more, n_more = region_pixels(remaps[i], size, *round_settings(config, 0, size), config)
                 masks[i] |= more
                 counts[i] += n_more
-            cands[i] = censor(images[i], masks[i], config.style, "mask", params)
-        after = bundle.sensitive_score([as_decoded(cands[i], sfx[i], config.quality) for i in pending])
+            cands[i] = censor(imgs[i], masks[i], config.style, "mask", params)
+        # In this thread: handing the encodes to the decode/write pool measured no faster on 2
+        # cores, and much slower at times (OpenCV's own threads then compete with the pool's).
+        done = [_verified(cands[i], sfx[i], config.quality, side) for i in pending]
+        after, enc = _verified_scores(bundle, [cands[i] for i in pending], done, target)
         still = []
-        for i, s in zip(pending, np.asarray(after, np.float64)):
+        for i, s, data in zip(pending, after, enc):
             if s < target and masks[i].any():
                 results[i] = (cands[i], CensorInfo("censored", float(before[i]), float(s), counts[i],
-                                                   float(masks[i].mean()), r + 1, masks[i]))
+                                                   float(masks[i].mean()), r + 1, masks[i], encoded=data))
             else:
                 still.append(i)
         pending = still
         if config.reexplain and pending and r + 1 < rounds:
-            remaps = dict(zip(pending, _maps(explainer, bundle, [cands[i] for i in pending], None)))
+            again = [_as_float(cands[i]) for i in pending]
+            remaps = dict(zip(pending, _maps(explainer, bundle, again, bundle.prepare(again))))
     if pending:
-        whole = {i: censor(images[i], np.ones(images[i].shape[:2], bool), config.style, "mask", params)
+        whole = {i: censor(imgs[i], np.ones(imgs[i].shape[:2], bool), config.style, "mask", params)
                  for i in pending}
-        after = bundle.sensitive_score([as_decoded(whole[i], sfx[i], config.quality) for i in pending])
-        for i, s in zip(pending, np.asarray(after, np.float64)):
+        after, enc = verify_scores(bundle, [whole[i] for i in pending], [sfx[i] for i in pending],
+                                   config.quality, target)
+        for i, s, data in zip(pending, after, enc):
             results[i] = (whole[i], CensorInfo("unresolved", float(before[i]), float(s), 0, 1.0, rounds,
-                                               np.ones(images[i].shape[:2], bool)))
+                                               np.ones(imgs[i].shape[:2], bool), encoded=data))
     return results
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import click
 
-from cam.methods import DEFAULT_METHOD, METHODS
+from cam.methods import METHODS
 from hardenkit.cli import handle_errors, load_bundle, model_options, print_json
 
-from .config import SHAPES, MosaicConfig, parse_shard
+from .config import DEFAULT_METHOD, SHAPES, MosaicConfig, parse_shard
 from .styles import STYLES
 
 
@@ -41,13 +41,16 @@ def main() -> None:
               help="Censor each region's bounding box, the ellipse inscribed in it, or its exact pixels.")
 @click.option("--threshold", type=float, default=0.5, show_default=True,
               help="Sensitive score at or above which an image is censored.")
-@click.option("--region-threshold", type=float, default=0.3, show_default=True,
+@click.option("--region-threshold", type=float, default=0.08, show_default=True,
               help="CAM region threshold, as a fraction of the heatmap's maximum.")
-@click.option("--method", type=click.Choice(list(METHODS)), default=DEFAULT_METHOD, show_default=True,
-              help="CAM method locating the regions.")
+@click.option("--method", type=click.Choice(list(METHODS)), default=None,
+              help=f"CAM method locating the regions. Default: {DEFAULT_METHOD} at a finer layer "
+                   "(the activations before the model's last downsampling).")
+@click.option("--layer", default=None, metavar="NAME",
+              help="CAM target layer. Default: see --method (an explicit method reads the last 4-D layer).")
 @click.option("--dilate", type=int, default=None, metavar="PX",
               help="Grow regions by PX pixels. Default: --margin x the image's short side.")
-@click.option("--margin", type=float, default=0.03, show_default=True,
+@click.option("--margin", type=float, default=0.015, show_default=True,
               help="Default region growth, as a fraction of the image's short side.")
 @click.option("--block", type=int, default=None, metavar="PX",
               help="Pixelate block size. Default: max(4, region short side / 6).")
@@ -68,15 +71,13 @@ def main() -> None:
 @click.option("--shard", default=None, metavar="I/N",
               help="Process only inputs whose index in the sorted list mod N == I.")
 @click.option("--quality", type=int, default=95, show_default=True, help="JPEG/WebP quality of censored outputs.")
-@click.option("--verify-encoded", is_flag=True,
-              help="Verify outputs after a real JPEG/WebP encode rather than in memory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 def blur(src: str, dst: str, model_path: str | None, unsafe_model: bool, sensitive: str | None, style: str,
-         shape: str, threshold: float, region_threshold: float, method: str, dilate: int | None, margin: float,
-         block: int | None, strength: float, color: str, max_rounds: int, only_censored: bool,
-         keep_metadata: bool, resume: bool, report_path: str | None, workers: int, batch_size: int,
-         shard: str | None, quality: int, verify_encoded: bool, as_json: bool) -> None:
+         shape: str, threshold: float, region_threshold: float, method: str | None, layer: str | None,
+         dilate: int | None, margin: float, block: int | None, strength: float, color: str, max_rounds: int,
+         only_censored: bool, keep_metadata: bool, resume: bool, report_path: str | None, workers: int, batch_size: int,
+         shard: str | None, quality: int, as_json: bool) -> None:
     """Censor flagged images under IN into OUT (same relative paths and formats).
 
     Images scoring below --threshold are copied unchanged; the others get their CAM regions
@@ -89,10 +90,10 @@ def blur(src: str, dst: str, model_path: str | None, unsafe_model: bool, sensiti
     from .batch import blur_file, blur_folder, check_paths
 
     cfg = MosaicConfig(style=style, shape=shape, threshold=threshold, region_threshold=region_threshold,
-                       method=method, dilate=dilate, margin=margin, block=block, strength=strength, color=color,
-                       max_rounds=max_rounds, only_censored=only_censored, keep_metadata=keep_metadata,
+                       method=method, layer=layer, dilate=dilate, margin=margin, block=block, strength=strength,
+                       color=color, max_rounds=max_rounds, only_censored=only_censored, keep_metadata=keep_metadata,
                        resume=resume, workers=workers, batch_size=batch_size, shard=parse_shard(shard),
-                       quality=quality, verify_encoded=verify_encoded)
+                       quality=quality)
     single = Path(src).exists() and not Path(src).is_dir()
     check_paths(Path(src), Path(dst), Path(report_path) if report_path else None)  # before loading a model
     bundle = load_bundle(model_path, unsafe_model, sensitive)

@@ -19,6 +19,11 @@ from hardenkit.errors import ConfigError
 #: Region shapes: the regions' bounding boxes, the ellipses inscribed in them, or the exact pixels.
 SHAPES = ("box", "ellipse", "mask")
 
+#: CAM method used when ``method`` is None: LayerCAM, read at a finer feature map (see
+#: :func:`mosaic.censoring.fine_layer`), gives the tightest regions at the coverage the demo
+#: data needs (``bench/bench_mosaic.py``; numbers in :class:`MosaicConfig`).
+DEFAULT_METHOD = "layercam"
+
 #: Named colours accepted by ``--color`` (besides ``#rrggbb`` and ``mean``).
 COLORS = {
     "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0), "grey": (0.5, 0.5, 0.5), "gray": (0.5, 0.5, 0.5),
@@ -75,8 +80,7 @@ class MosaicConfig:
     Attributes:
         style: A key of :data:`mosaic.STYLES` (``pixelate``, ``gaussian``, ``noise``, ``solid``).
         shape: ``box``, ``ellipse`` or ``mask`` (the CAM region pixels, grown by the dilation).
-            ``mask`` with ``region_threshold`` 0.3 and ``margin`` 0.03 is the best coverage/area
-            trade-off measured on the demo val split (see ``bench/bench_mosaic.py``).
+            ``mask`` is the tightest (region_threshold/margin defaults: see ``method``).
         threshold: Sensitive score at or above which an image is censored, in [0, 1].
         region_threshold: CAM region threshold, as a fraction of the map's maximum, in (0, 1].
         dilate: Grow regions by this many pixels; None: ``margin`` x the image's short side.
@@ -92,7 +96,14 @@ class MosaicConfig:
         reexplain: From round 2 on, also censor the CAM regions of the censored image itself
             (what still drives the score), not only grown regions of the original map.
         min_area: Ignore CAM regions smaller than this many pixels (at the image's size).
-        method: CAM method (a key of :data:`cam.METHODS`).
+        method: CAM method (a key of :data:`cam.METHODS`); None: :data:`DEFAULT_METHOD`
+            (``layercam``) at ``layer`` or, when that is None too, at the finer layer
+            :func:`mosaic.censoring.fine_layer` picks. An explicit method reads ``layer`` or the
+            model's last 4-D layer. The defaults (``layercam`` at the finer layer,
+            ``region_threshold`` 0.08, ``margin`` 0.015) are the best coverage/area trade-off
+            found on the demo val split; ``python -m bench --only bench_mosaic`` measures
+            coverage and area on the test split (``bench/RESULTS.md``).
+        layer: CAM target layer name; None: see ``method``.
         batch_size: Images decoded, scored and explained together.
         workers: Threads for decoding and encoding.
         only_censored: Write only images that needed censoring (clean ones are not copied).
@@ -100,7 +111,6 @@ class MosaicConfig:
         resume: Skip inputs the existing report marks done whose output exists.
         shard: ``(i, n)``: process only inputs whose sorted index mod n == i.
         quality: JPEG/WebP quality of censored outputs.
-        verify_encoded: Re-score the output as encoded (a JPEG round trip) rather than in memory.
         max_pixels: Refuse inputs with more pixels than this.
         seed: Seed of the ``noise`` style (same input -> same output).
     """
@@ -108,9 +118,9 @@ class MosaicConfig:
     style: str = "pixelate"
     shape: str = "mask"
     threshold: float = 0.5
-    region_threshold: float = 0.3
+    region_threshold: float = 0.08
     dilate: int | None = None
-    margin: float = 0.03
+    margin: float = 0.015
     block: int | None = None
     strength: float = 1.0
     color: str = "black"
@@ -119,6 +129,7 @@ class MosaicConfig:
     reexplain: bool = True
     min_area: int = 1
     method: str | None = None
+    layer: str | None = None
     batch_size: int = 16
     workers: int = 4
     only_censored: bool = False
@@ -126,7 +137,6 @@ class MosaicConfig:
     resume: bool = False
     shard: tuple[int, int] | None = None
     quality: int = 95
-    verify_encoded: bool = False
     max_pixels: int = 100_000_000
     seed: int = 0
 
@@ -182,9 +192,12 @@ class MosaicConfig:
 
     @property
     def cam_method(self) -> str:
-        """The CAM method actually used (``method`` or :data:`cam.DEFAULT_METHOD`)."""
-        from cam import DEFAULT_METHOD
+        """The CAM method actually used (``method`` or :data:`DEFAULT_METHOD`).
 
+        Example:
+            >>> MosaicConfig().cam_method, MosaicConfig(method="gradcam").cam_method
+            ('layercam', 'gradcam')
+        """
         return self.method or DEFAULT_METHOD
 
     def base_dilate(self, height: int, width: int) -> int:

@@ -122,21 +122,25 @@ STYLES: dict[str, StyleFn] = {"pixelate": pixelate, "gaussian": gaussian, "noise
 
 
 def _shape_in_box(region_mask: np.ndarray, box: tuple[int, int, int, int], shape: str) -> np.ndarray:
-    """The censored pixels of one region inside its box: all, an inscribed ellipse, or the mask."""
+    """The censored pixels of one region inside its box: all, an inscribed ellipse, or the mask.
+
+    ``region_mask`` is image-sized, or already cropped to the box."""
     import cv2
 
     x0, y0, x1, y1 = box
     h, w = y1 - y0, x1 - x0
+    if region_mask.shape != (h, w):  # image-sized (a box the image's size starts at 0, 0)
+        region_mask = region_mask[y0:y1, x0:x1]
     if shape == "box":
         return np.ones((h, w), bool)
     if shape == "mask":
-        return np.asarray(region_mask[y0:y1, x0:x1], bool)
+        return np.asarray(region_mask, bool)
     if shape == "ellipse":
         m = np.zeros((h, w), np.uint8)
         # The ellipse through the box's edge midpoints leaves the corners; the region's own
         # pixels are added back so the ellipse never uncovers what the map marked.
         cv2.ellipse(m, (((w - 1) / 2.0, (h - 1) / 2.0), (float(w), float(h)), 0.0), 1, -1)
-        return (m > 0) | np.asarray(region_mask[y0:y1, x0:x1], bool)
+        return (m > 0) | np.asarray(region_mask, bool)
     raise ValueError(f"expected shape in ('box', 'ellipse', 'mask'), got {shape!r}")
 
 
@@ -156,6 +160,25 @@ def as_regions(regions_or_mask: "Sequence[Region] | np.ndarray") -> "list[Region
             raise ValueError(f"expected a 2-D mask, got shape {m.shape}")
         return regions(m.astype(np.float32), threshold=0.5)
     return list(regions_or_mask)
+
+
+def _components(mask: np.ndarray) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
+    """(box, the component's pixels inside the box) per connected component of a bool mask, in
+    :func:`as_regions` order (largest first); nothing image-sized is allocated per region."""
+    import cv2
+
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"expected a 2-D mask, got shape {m.shape}")
+    if not m.any():
+        return []
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    order = sorted(range(1, n), key=lambda i: -int(stats[i][4]))  # stable: as cam.regions sorts
+    out = []
+    for i in order:
+        x, y, w, h = (int(v) for v in stats[i][:4])
+        out.append(((x, y, x + w, y + h), labels[y:y + h, x:x + w] == i))
+    return out
 
 
 def region_mask(size: tuple[int, int], regions_or_mask: "Sequence[Region] | np.ndarray",
@@ -184,7 +207,9 @@ def censor(
     """Censor regions of an image; pixels outside them are returned unchanged.
 
     Args:
-        image: (H, W, 3) RGB float32 in [0, 1].
+        image: (H, W, 3) RGB float32 in [0, 1], or uint8: then only the regions' boxes are
+            converted to float, styled and quantised back (8 bytes less per pixel than a float
+            image; what ``to_uint8`` of the float result gives, except where boxes overlap).
         regions_or_mask: :class:`cam.Region` objects (at the image's size), or an (H, W)
             bool mask whose connected components are the regions.
         style: A key of :data:`STYLES`. Defaults to ``"pixelate"``.
@@ -194,7 +219,7 @@ def censor(
         params: Block size, strength, colour and seed. Defaults to :class:`StyleParams`.
 
     Returns:
-        A new float32 image.
+        A new image: float32, or uint8 for a uint8 input.
 
     Raises:
         ValueError: Unknown style or shape, or a mask of the wrong size.
@@ -208,19 +233,42 @@ def censor(
     """
     if style not in STYLES:
         raise ValueError(f"expected style in {sorted(STYLES)}, got {style!r}")
-    img = np.asarray(image, np.float32)
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        img = img.astype(np.float32, copy=False)
     if isinstance(regions_or_mask, np.ndarray) and regions_or_mask.shape != img.shape[:2]:
         raise ValueError(f"expected a mask of shape {img.shape[:2]}, got {regions_or_mask.shape}")
     p = params or StyleParams()
     fn = STYLES[style]
     out = img.copy()
-    for r in as_regions(regions_or_mask):
-        x0, y0, x1, y1 = r.box
-        keep = _shape_in_box(r.mask, r.box, shape)
+    parts = (_components(regions_or_mask) if isinstance(regions_or_mask, np.ndarray)
+             else [(r.box, r.mask) for r in regions_or_mask])
+    for box, rmask in parts:
+        x0, y0, x1, y1 = box
+        keep = _shape_in_box(rmask, box, shape)
         if not keep.any():
             continue
         rng = np.random.default_rng([p.seed, x0, y0, x1, y1])
         crop = out[y0:y1, x0:x1]
-        done = fn(np.ascontiguousarray(crop), keep, p, rng)
-        crop[keep] = done[keep]
+        if out.dtype == np.uint8:  # the style works on the box in float; the result is quantised
+            done = fn(_u8_to_float(crop), keep, p, rng)
+            done = _float_to_u8(done)
+        else:
+            done = fn(np.ascontiguousarray(crop), keep, p, rng)
+        np.copyto(crop, done.reshape(crop.shape), where=keep[..., None] if crop.ndim == 3 else keep)
     return out
+
+
+def _u8_to_float(pixels: np.ndarray) -> np.ndarray:
+    """As :func:`hardenkit.imageio.pixels_to_float` (same float values)."""
+    out = pixels.astype(np.float32)
+    out *= np.float32(1.0 / 255.0)
+    return out
+
+
+def _float_to_u8(image: np.ndarray) -> np.ndarray:
+    """As :func:`hardenkit.imageio.to_uint8` (same rounding and clipping)."""
+    x = np.multiply(image, np.float32(255.0), dtype=np.float32)
+    np.rint(x, out=x)
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)

@@ -204,3 +204,15 @@ def test_overlay_blends_and_resizes() -> None:
     np.testing.assert_allclose(hot[0, 0], [0.5, 0.0, 0.0], atol=0.01)  # jet at 1.0 is dark red
     with pytest.raises(ValueError, match="alpha"):
         cam.overlay(img, m, alpha=2)
+
+
+def test_smoothgrad_is_repeatable_and_leaves_the_global_numpy_generator_alone(tiny_bundle: object) -> None:
+    np.random.seed(123)
+    expected_next = np.random.random()
+    np.random.seed(123)
+    a = cam.explain(tiny_bundle, _images(), method="smoothgrad")
+    after = np.random.random()
+    b = cam.explain(tiny_bundle, _images(), method="smoothgrad")
+    assert after == expected_next
+    for ma, mb in zip(a, b):
+        np.testing.assert_array_equal(ma, mb)

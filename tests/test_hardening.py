@@ -140,3 +140,14 @@ def test_replay_keeps_this_round_and_caps_earlier_rounds() -> None:
     assert len(_replay(xs, ys, ws, 100, np.random.default_rng(0))[0]) == 9
     with pytest.raises(ConfigError, match="replay_max"):
         HardenConfig(replay_max=-1)
+
+
+def test_demo_pool_is_mined_unless_a_pool_is_named_or_switched_off(tiny_data: Path, tmp_path: Path) -> None:
+    from hardening.loop import with_demo_pool
+
+    cfg = with_demo_pool(HardenConfig(), tiny_data)
+    assert cfg.pool == str(tiny_data / "pool")
+    assert cfg.pool_labels == str(tiny_data / "pool-labels.csv")
+    assert with_demo_pool(HardenConfig(pool="mine"), tiny_data).pool == "mine"
+    assert with_demo_pool(HardenConfig(weights={"pool": 0}), tiny_data).pool is None
+    assert with_demo_pool(HardenConfig(), tmp_path).pool is None  # no pool/ folder

@@ -397,3 +397,205 @@ def test_keep_metadata_is_opt_in(tmp_path: Path) -> None:
         assert rep.rows[0].status == "censored"
         with Image.open(out / "a.jpg") as im:
             assert ("exif" in im.info) == keep
+
+
+# --- tighter default regions: LayerCAM at the finer layer -------------------------------------------
+
+def _two_scale_bundle() -> Any:
+    import keras
+
+    from hardenkit.modelio import bundle_from_model
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="fine")(inp)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="coarse")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(2, activation="softmax")(x)
+    return bundle_from_model(keras.Model(inp, out), ["normal", "sensitive"])
+
+
+def test_default_cam_is_layercam_at_the_finer_layer_unless_method_or_layer_given() -> None:
+    from hardenkit.testkit import tiny_model
+    from mosaic.censoring import fine_layer, make_explainer
+
+    b = _two_scale_bundle()
+    assert fine_layer(b.prob_model) == "fine" and fine_layer(tiny_model()) is None
+    ex = make_explainer(b, MosaicConfig())
+    assert (ex.method, ex.layer_name) == ("layercam", "fine")
+    assert ex([planted(0, size=16)])[0].shape == (16, 16)
+    assert make_explainer(b, MosaicConfig(method="gradcam")).layer_name == "coarse"
+    assert make_explainer(b, MosaicConfig(layer="coarse")).layer_name == "coarse"
+    d = MosaicConfig()
+    assert (d.cam_method, d.region_threshold, d.margin) == ("layercam", 0.08, 0.015)
+
+
+def test_cli_method_defaults_to_the_config_default_and_layer_is_passed(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import mosaic.cli as mcli
+
+    seen: list[MosaicConfig] = []
+
+    def fake_blur_file(src: Any, dst: Any, cfg: MosaicConfig, bundle: Any, report: Any = None) -> Any:
+        seen.append(cfg)
+        return mosaic.MosaicReport(Path(src), Path(dst), None, [mosaic.MosaicRow("a.png", "clean", 0.1, 0.1)])
+
+    monkeypatch.setattr(mcli, "load_bundle", lambda *a, **k: FakeBundle())
+    monkeypatch.setattr(mbatch, "blur_file", fake_blur_file)
+    src = make_tree(tmp_path, bad=False) / "a_flagged.png"
+    assert _runner().invoke(main, ["blur", str(src), str(tmp_path / "o.png")]).exit_code == 0
+    assert _runner().invoke(main, ["blur", str(src), str(tmp_path / "o.png"), "--layer", "x"]).exit_code == 0
+    assert seen[0].method is None and seen[0].layer is None and seen[1].layer == "x"
+
+
+@pytest.mark.parametrize("shape", ["mask", "box", "ellipse"])
+def test_region_pixels_equal_the_union_of_cam_regions(shape: str) -> None:
+    from mosaic.censoring import region_pixels
+
+    rng = np.random.default_rng(3)
+    for k in range(6):
+        m = rng.random((40, 50)).astype(np.float32) ** 3
+        thr, dil, min_area = (0.3, 0.5, 0.7)[k % 3], k % 3, 1 + 3 * (k % 2)
+        cfg = MosaicConfig(shape=shape, min_area=min_area)
+        got, n = region_pixels(m, (40, 50), thr, dil, cfg)
+        regs = regions(m, threshold=thr, dilate=dil, min_area=min_area)
+        assert n == len(regs) and (got == region_mask((40, 50), regs, shape)).all()
+
+
+def test_censor_with_a_mask_equals_censor_with_its_regions_and_uint8_matches_float() -> None:
+    from hardenkit.imageio import pixels_to_float, to_uint8
+    from mosaic.styles import as_regions
+
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    img = pixels_to_float(u8)
+    m = np.zeros((40, 60), bool)
+    m[2:12, 3:20] = True
+    m[25:38, 30:55] = True  # two regions, boxes apart
+    for style in sorted(mosaic.STYLES):
+        via_mask = censor(img, m, style, "mask")
+        assert (via_mask == censor(img, as_regions(m), style, "mask")).all()
+        out8 = censor(u8, m, style, "mask")
+        assert out8.dtype == np.uint8 and (out8[~m] == u8[~m]).all()
+        assert (out8 == to_uint8(via_mask)).all()
+
+
+# --- previews, verification as decoded, full-size decode only where needed ---------------------------
+
+def test_previews_and_pixels_decode_exactly_as_read_image(tmp_path: Path) -> None:
+    import cv2
+    from PIL import Image
+
+    from hardenkit.imageio import (decode_image, encode_image, pixels_to_float, read_image, read_image_pixels,
+                                   read_image_preview, write_bytes)
+
+    rng = np.random.default_rng(1)
+    base = cv2.resize(rng.random((8, 10, 3)).astype(np.float32), (700, 560))
+    write_image(tmp_path / "big.jpg", base)
+    write_image(tmp_path / "big.png", base)
+    rgba = np.concatenate([(base * 255).astype(np.uint8), rng.integers(0, 256, (560, 700, 1), dtype=np.uint8)], 2)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    for name in ("big.jpg", "big.png", "alpha.png"):
+        full = read_image(tmp_path / name)
+        preview, pixels = read_image_preview(tmp_path / name, 128)
+        assert min(preview.shape[:2]) == 128 and preview.dtype == np.float32
+        expected = cv2.resize(full, preview.shape[1::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(preview - expected).max() < 0.03  # a JPEG's DCT-scaled preview is close too
+        if name.endswith(".jpg"):
+            assert pixels is None  # decoded at reduced size: read the full image when needed
+        else:
+            assert pixels is not None and pixels.dtype == np.uint8 and (pixels_to_float(pixels) == full).all()
+        assert (pixels_to_float(read_image_pixels(tmp_path / name)) == full).all()
+    small, same = read_image_preview(tmp_path / "big.png", 600)  # not larger than min_side: no shrink
+    assert same is small and (small == read_image(tmp_path / "big.png")).all()
+    data = encode_image(base, ".jpg", 90)
+    write_image(tmp_path / "w.jpg", base, quality=90)
+    assert data == (tmp_path / "w.jpg").read_bytes()  # the bytes write_image writes
+    write_bytes(tmp_path / "b.jpg", data)
+    assert (decode_image(data) == read_image(tmp_path / "b.jpg")).all()
+    assert decode_image(data, min_side=100).shape == (100, 125, 3)
+    assert (decode_image(encode_image(base, ".png")) == read_image(tmp_path / "big.png")).all()
+
+
+class SizeBundle(FakeBundle):
+    """FakeBundle whose scores depend on the image height too: ``low`` below ``full`` pixels."""
+
+    def __init__(self, full: int, low: float, high: float = 1.0, planted_pixels: int = 36) -> None:
+        super().__init__(planted_pixels)
+        self.full, self.low, self.high, self.heights = full, low, high, []
+
+    def sensitive_score(self, images: Sequence[np.ndarray] | np.ndarray, batch_size: int = 64) -> np.ndarray:
+        self.heights += [np.shape(im)[0] for im in images]
+        visible = super().sensitive_score(images)
+        return np.array([v * (self.high if np.shape(im)[0] >= self.full else self.low)
+                         for v, im in zip(visible, images)])
+
+
+def test_verification_decides_near_the_target_on_the_full_decode() -> None:
+    from mosaic.censoring import VERIFY_GUARD, verify_scores
+
+    out = np.full((600, 600, 3), 0.95, np.float32)
+    far = SizeBundle(600, low=0.1, high=0.9)
+    scores, enc = verify_scores(far, [out], [".jpg"], 95, 0.5)
+    assert scores[0] == pytest.approx(0.1) and far.heights == [256]  # reduced decode only
+    near = SizeBundle(600, low=0.5 - VERIFY_GUARD / 2, high=0.9)
+    scores, enc = verify_scores(near, [out], [".jpg"], 95, 0.5)
+    assert scores[0] == pytest.approx(0.9) and near.heights == [256, 600]  # the full decode decided
+    assert enc[0] is not None and enc[0][:2] == b"\xff\xd8"
+    scores, enc = verify_scores(near, [out], [".png"], 95, 0.5)
+    assert enc == [None] and near.heights[-1] == 600  # lossless: quantised in memory at full size
+
+
+def test_full_images_are_loaded_only_near_the_threshold_or_above_and_decide() -> None:
+    from hardenkit.errors import InvalidImageError
+    from mosaic.censoring import VERIFY_GUARD
+
+    full = [planted(i, size=48, square=(10, 10, 12)) for i in range(3)]
+    previews = [f[::2, ::2] for f in full]
+    asked: list[int] = []
+
+    def loader(i: int) -> Any:
+        asked.append(i)
+        return InvalidImageError("x.jpg", "truncated image") if i == 2 else full[i]
+
+    cfg = MosaicConfig(style="solid", threshold=0.5)
+    res = mosaic.censor_batch(SizeBundle(48, low=0.5 - VERIFY_GUARD / 2), previews, cfg, FakeExplainer(),
+                              full=loader)
+    assert asked == [0, 1, 2]
+    (out, info), (_, info1), (_, bad) = res
+    assert info.status == "censored" and info.score_before == pytest.approx(1.0)  # rescored at full size
+    assert out is not None and out.shape == full[0].shape and info.mask is not None
+    assert bad.status == "failed" and "truncated" in bad.error
+    asked.clear()
+    res = mosaic.censor_batch(SizeBundle(48, low=0.1), previews, cfg, FakeExplainer(), full=loader)
+    assert asked == [] and all(i.status == "clean" for _, i in res)  # far below: no full decode
+    u8 = (full[0] * 255).round().astype(np.uint8)
+    (out8, info8), = mosaic.censor_batch(SizeBundle(48, low=1.0), [previews[0]], cfg, FakeExplainer(),
+                                         full=lambda i: u8)
+    assert info8.status == "censored" and out8 is not None and out8.dtype == np.uint8 and out8.shape == u8.shape
+
+
+class ShareBundle(FakeBundle):
+    """FakeBundle scoring the bright *share* of the image (so any resolution scores alike)."""
+
+    def sensitive_score(self, images: Sequence[np.ndarray] | np.ndarray, batch_size: int = 64) -> np.ndarray:
+        self.scored += len(images)
+        return np.array([min(1.0, float((np.asarray(im) > 0.85).all(axis=2).mean()) / 0.05) for im in images])
+
+
+def test_folder_of_big_jpegs_censors_at_full_size_and_writes_the_verified_bytes(tmp_path: Path) -> None:
+    import cv2
+
+    src = tmp_path / "in"
+    big = cv2.resize(planted(0), (768, 768), interpolation=cv2.INTER_NEAREST)
+    write_image(src / "flagged.jpg", big)
+    write_image(src / "clean.jpg", cv2.resize(planted(1, square=None), (768, 768)))
+    bundle = ShareBundle()
+    rep = blur_folder(src, tmp_path / "out", MosaicConfig(style="solid"), bundle, explainer=FakeExplainer(sigma=40))
+    rows = {r.path: r for r in rep.rows}
+    assert rows["clean.jpg"].status == "clean" and rows["flagged.jpg"].status == "censored"
+    assert (tmp_path / "out" / "clean.jpg").read_bytes() == (src / "clean.jpg").read_bytes()
+    written = read_image(tmp_path / "out" / "flagged.jpg")
+    assert written.shape == big.shape
+    assert float(bundle.sensitive_score([written])[0]) == pytest.approx(rows["flagged.jpg"].score_after)
