@@ -116,12 +116,10 @@ def fit_arrays(
     callbacks: Sequence[Any] = (),
     description: str = "train",
     monitor: str = "val_loss",
-    shift: int = 0,
 ) -> dict[str, list[float]]:
     """Fit ``model`` on in-memory arrays, keeping the weights of the best epoch by ``monitor``.
 
-    Class-balanced (per-sample weights), horizontally flipped at random, seeded; with
-    ``shift`` > 0 also translated by up to that many pixels (reflect-padded random crop).
+    Class-balanced (per-sample weights), horizontally flipped at random, seeded.
     The model is (re)compiled here. ``callbacks`` run before the checkpoint, so one of
     them may add the ``monitor`` value to the epoch logs.
 
@@ -146,16 +144,8 @@ def fit_arrays(
         if isinstance(optimizer, str) else optimizer
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     ds = tf.data.Dataset.from_tensor_slices((x, y, w)).shuffle(len(x), seed=seed)
-    h, w_, ch = x.shape[1:]
-
-    def augment(a: Any, b: Any, c: Any) -> tuple[Any, Any, Any]:
-        a = tf.image.random_flip_left_right(a, seed=seed)
-        if shift > 0:
-            a = tf.pad(a, [[shift, shift], [shift, shift], [0, 0]], mode="REFLECT")
-            a = tf.image.random_crop(a, (h, w_, ch), seed=seed)
-        return a, b, c
-
-    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(lambda a, b, c: (tf.image.random_flip_left_right(a, seed=seed), b, c),
+                num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, "best.weights.h5")
         mode = "min" if "loss" in monitor else "max"
