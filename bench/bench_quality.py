@@ -2,7 +2,7 @@
 
 Stages (each one's failure becomes an error row; the others still run):
 
-1. ``scenes``: :func:`bench.fmnist.build_scenes` (quick 600/150/150, full 3000/600/600).
+1. ``scenes``: :func:`bench.fmnist.build_scenes` (quick 600/150/150, full 2000/400/400).
 2. ``baseline``: :func:`hardenkit.train.train_baseline` on the scenes.
 3. ``harden``: :func:`hardening.loop.run` (quick 1 round, full 5); round 0 vs last round:
    accuracy, fpr and miss rate at 95% recall, robust accuracy at 4/255 and 8/255,
@@ -41,8 +41,8 @@ MADRY_CLEAN, MADRY_ROBUST, MADRY_EPS = 0.885, 0.785, 0.1
 _SIZES: dict[bool, dict[str, Any]] = {
     True: {"scenes": (600, 150, 150), "rounds": 1, "epochs": 20, "cam_images": 60,
            "plain": (5000, 1000), "madry_rounds": 1, "madry_epochs": 8, "madry_eval": 500},
-    False: {"scenes": (3000, 600, 600), "rounds": 5, "epochs": 30, "cam_images": None,
-            "plain": (20000, 2000), "madry_rounds": 3, "madry_epochs": 20, "madry_eval": 2000},
+    False: {"scenes": (2000, 400, 400), "rounds": 5, "epochs": 30, "cam_images": None,
+            "plain": (8000, 2000), "madry_rounds": 5, "madry_epochs": 15, "madry_eval": 1000},
 }
 
 
@@ -314,7 +314,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         out = work / "plain-harden"
         shutil.rmtree(out, ignore_errors=True)
         hc = HardenConfig(rounds=cfg["madry_rounds"], data=str(plain), model=str(base.path), out=str(out),
-                          eps=MADRY_EPS, pgd_steps=7, eval_steps=10,
+                          eps=MADRY_EPS, pgd_steps=7, eval_steps=10, clean_fraction=0.0,  # Madry: adversarial only
                           weights={"cam_erasure": 0, "attention": 0, "adversarial": 1, "jacobian": 0, "pool": 0},
                           max_per_kind=n_tr, drift_images=0)
         res = run_loop(hc)

@@ -354,7 +354,8 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
             from .adversarial import AdversarialTrainer
 
             model = AdversarialTrainer(inner, eps=cfg.eps, steps=cfg.pgd_steps, adversarial_weight=adv_w,
-                                       fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 5))
+                                       fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 5),
+                                       clean_fraction=cfg.clean_fraction)
             monitor = "val_score"
         fit_arrays(model, x, y, data.val.x, data.val.y, epochs=cfg.epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,

@@ -57,3 +57,28 @@ def test_fit_reports_robust_accuracy_and_score_and_hardens_the_model() -> None:
         [0.5 * (a + b) for a, b in zip(hist["val_clean_accuracy"], hist["val_robust_accuracy"])])
     r_plain, r_adv = _robust(plain, xt, yt, eps), _robust(inner, xt, yt, eps)
     assert r_adv > r_plain + 0.1, (r_plain, r_adv)
+
+
+@pytest.mark.parametrize("fraction, rows", [(1.0, 16), (0.5, 12), (0.0, 8)])
+def test_clean_fraction_sets_how_much_of_the_batch_is_also_trained_clean(fraction: float, rows: int) -> None:
+    import keras
+
+    from hardening.adversarial import AdversarialTrainer
+
+    seed_everything(0)
+    x, y, _ = planted_batch(8)
+    t = AdversarialTrainer(tiny_model(), eps=0.05, steps=1, clean_fraction=fraction)
+    t.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy",
+              metrics=["accuracy"], run_eagerly=True)
+    seen = []
+    orig = t.compute_loss
+
+    def spy(**kw):
+        seen.append(int(kw["y_pred"].shape[0]))
+        return orig(**kw)
+
+    t.compute_loss = spy
+    t.train_step((x, y))
+    assert seen == [rows]
+    with pytest.raises(ValueError):
+        AdversarialTrainer(tiny_model(), eps=0.05, clean_fraction=1.5)

@@ -51,6 +51,7 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"weights": {"bogus": 1.0}}, "expected sample kinds among"),
     ({"weights": {"jacobian": -1}}, "expected weights.jacobian >= 0, got -1"),
     ({"learning_rate": 0}, "expected 0 < learning_rate < 1"),
+    ({"clean_fraction": -0.1}, r"expected 0.0 <= clean_fraction <= 1.0, got -0.1"),
 ])
 def test_config_validation(kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
