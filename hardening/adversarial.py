@@ -43,6 +43,8 @@ class AdversarialTrainer(keras.Model):
         clean_fraction: Share of each batch also trained on as it is (all of it is trained on
             adversarially). 1 = clean + adversarial halves; 0 = adversarial only (Madry et al.);
             lower is cheaper per epoch and more robust, at some clean accuracy. Defaults to 1.
+        min_clean_accuracy: Below this clean accuracy ``score`` is ``clean - 1`` instead of
+            mean(clean, robust), so such an epoch is never the best (a collapsed model). Defaults to 0.
 
     Example:
         >>> from hardenkit.testkit import tiny_model
@@ -52,12 +54,13 @@ class AdversarialTrainer(keras.Model):
 
     def __init__(self, inner: keras.Model, eps: float, steps: int = 3, step_size: float | None = None,
                  adversarial_weight: float = 1.0, fgsm_mix: float = 0.0, eval_steps: int | None = None,
-                 clean_fraction: float = 1.0, **kwargs: Any) -> None:
+                 clean_fraction: float = 1.0, min_clean_accuracy: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if steps < 1 or not 0 <= eps <= 1 or not 0 <= fgsm_mix <= 1 or not 0 <= clean_fraction <= 1:
             raise ValueError(f"expected steps >= 1, 0 <= eps <= 1, 0 <= fgsm_mix <= 1, 0 <= clean_fraction <= 1; "
                              f"got steps={steps}, eps={eps}, fgsm_mix={fgsm_mix}, clean_fraction={clean_fraction}")
         self.clean_fraction = float(clean_fraction)
+        self.min_clean_accuracy = float(min_clean_accuracy)
         self.inner = inner
         self.eps = float(eps)
         self.steps = int(steps)
@@ -138,6 +141,6 @@ class AdversarialTrainer(keras.Model):
         out = dict(self.compute_metrics(None, y, pred, sample_weight=sw))
         clean = self.clean_tracker.result()
         robust = self.robust_tracker.result()
-        out.update(loss=self.loss_tracker.result(), clean_accuracy=clean, robust_accuracy=robust,
-                   score=0.5 * (clean + robust))
+        score = tf.where(clean >= self.min_clean_accuracy, 0.5 * (clean + robust), clean - 1.0)
+        out.update(loss=self.loss_tracker.result(), clean_accuracy=clean, robust_accuracy=robust, score=score)
         return out

@@ -132,7 +132,8 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str
     Returns:
         ``accuracy``, ``fpr``, ``miss_rate``, ``robust_accuracy``, ``robust_by_eps``,
         ``pointing_game``, ``item_recall`` (None without masks), ``threshold``,
-        ``confusion`` ([[tn, fp], [fn, tp]] at the threshold), ``val_score``.
+        ``confusion`` ([[tn, fp], [fn, tp]] at the threshold), ``val_score`` (mean of clean
+        and PGD accuracy on val), ``val_accuracy``.
     """
     from cam.metrics import item_recall, pointing_game
 
@@ -160,7 +161,8 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str
             ir = float(item_recall(maps, test.masks[sel], threshold=cfg.cam_threshold))
     nv = min(len(val.x), 200)
     val_adv = _pgd(bundle, val.x[:nv], val.y[:nv], cfg.eps, cfg.eval_steps, seed)
-    val_score = 0.5 * (_accuracy(bundle, val.x, val.y) + _accuracy(bundle, val_adv, val.y[:nv]))
+    val_acc = _accuracy(bundle, val.x, val.y)
+    val_score = 0.5 * (val_acc + _accuracy(bundle, val_adv, val.y[:nv]))
     return {
         "accuracy": acc,
         "fpr": fp / max(1, fp + tn),
@@ -172,6 +174,7 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str
         "robust_by_eps": by_eps,
         "confusion": [[tn, fp], [fn, tp]],
         "val_score": val_score,
+        "val_accuracy": val_acc,
     }
 
 
@@ -330,8 +333,24 @@ def _write_review(out: Path, r: int, sets: list[SampleSet], class_names: tuple[s
     return len(rows)
 
 
+def selection_score(m: dict[str, Any], min_clean: float) -> float:
+    """How a round competes for ``best.keras``: its ``val_score``, unless its clean validation
+    accuracy fell below ``min_clean`` (then ``val_accuracy - 1``: below every acceptable round).
+
+    Example:
+        >>> selection_score({"val_score": 0.5, "val_accuracy": 0.5}, 0.8)  # collapsed to one class
+        -0.5
+        >>> selection_score({"val_score": 0.45, "val_accuracy": 0.85}, 0.8)
+        0.45
+    """
+    acc = m.get("val_accuracy")
+    if acc is None or acc >= min_clean:
+        return float(m["val_score"])
+    return float(acc) - 1.0
+
+
 def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray, extra_w: np.ndarray,
-             cfg: HardenConfig, r: int, out: Path) -> Any:
+             cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0) -> Any:
     import keras
 
     from hardenkit.distribute import get_strategy
@@ -354,8 +373,8 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
             from .adversarial import AdversarialTrainer
 
             model = AdversarialTrainer(inner, eps=cfg.eps, steps=cfg.pgd_steps, adversarial_weight=adv_w,
-                                       fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 5),
-                                       clean_fraction=cfg.clean_fraction)
+                                       fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 3),
+                                       clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean)
             monitor = "val_score"
         fit_arrays(model, x, y, data.val.x, data.val.y, epochs=cfg.epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
@@ -375,6 +394,14 @@ def _replay(xs: list[np.ndarray], ys: list[np.ndarray], ws: list[np.ndarray], ca
         keep = np.sort(rng.choice(len(old_x), cap, replace=False))
         old_x, old_y, old_w = old_x[keep], old_y[keep], old_w[keep]
     return (np.concatenate([old_x, xs[-1]]), np.concatenate([old_y, ys[-1]]), np.concatenate([old_w, ws[-1]]))
+
+
+def _min_clean(metrics: list[dict[str, Any]], cfg: HardenConfig) -> float:
+    """The clean validation accuracy a checkpoint must keep: round 0's minus ``max_clean_drop``."""
+    first = next((m for m in metrics if m["round"] == 0), None)
+    if first is None or first.get("val_accuracy") is None:
+        return 0.0
+    return float(first["val_accuracy"]) - cfg.max_clean_drop
 
 
 def _render_report(out: Path) -> None:
@@ -505,7 +532,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             if cfg.weights["adversarial"] > 0:  # made on the fly, one per training image and epoch
                 added["adversarial"] = (len(data.train.x) + len(ax)) * (cfg.epochs + cfg.sgd_epochs)
             t1 = time.perf_counter()
-            model = _retrain(prev, data, ax, ay, aw, cfg, r, out)
+            model = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg))
             phases["retrain"] = time.perf_counter() - t1
             save_model(model, rdir / "model.keras", names, prev.sensitive_names)
             bundle = load_model(rdir / "model.keras")
@@ -522,7 +549,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
              "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
         metrics.append(m)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-        best = max(metrics, key=lambda d: d["val_score"])
+        best = max(metrics, key=lambda d: selection_score(d, _min_clean(metrics, cfg)))
         if best["round"] == r:
             for suffix in (".keras", ".classes.json"):
                 src = rdir / f"model{suffix}"
@@ -532,5 +559,5 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
         _render_report(out)
         (rdir / "DONE").write_text("ok\n")
         print(_table_line(m), flush=True)
-    best = max(metrics, key=lambda d: d["val_score"])
+    best = max(metrics, key=lambda d: selection_score(d, _min_clean(metrics, cfg)))
     return RunResult(out, metrics, int(best["round"]), bad)

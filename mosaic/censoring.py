@@ -35,9 +35,7 @@ WORK_SIDE = 512
 VERIFY_SIDE = 256
 
 #: A reduced-size verification score this close to the target (or above it) is re-checked on the
-#: full decode, so "clean" is always decided as a reader of the file would decode it. (On the 91
-#: OpenCV sample photos, demo-model scores of 256 px previews differ from full-size ones by at
-#: most 0.02.)
+#: full decode, so "clean" is always decided as a reader of the file would decode it.
 VERIFY_GUARD = 0.05
 
 #: An explainer maps a list of RGB [0, 1] images to (H, W) maps in [0, 1] at their sizes.

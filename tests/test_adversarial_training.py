@@ -82,3 +82,19 @@ def test_clean_fraction_sets_how_much_of_the_batch_is_also_trained_clean(fractio
     assert seen == [rows]
     with pytest.raises(ValueError):
         AdversarialTrainer(tiny_model(), eps=0.05, clean_fraction=1.5)
+
+
+def test_score_ranks_an_epoch_below_the_clean_floor_under_every_acceptable_one() -> None:
+    import keras
+
+    from hardening.adversarial import AdversarialTrainer
+
+    seed_everything(0)
+    x, y, _ = planted_batch(16)
+    for floor in (0.0, 1.01):  # 1.01: no epoch can reach it
+        t = AdversarialTrainer(tiny_model(), eps=0.05, steps=1, min_clean_accuracy=floor)
+        t.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        res = t.evaluate(x, y, verbose=0, return_dict=True)
+        clean, robust = res["clean_accuracy"], res["robust_accuracy"]
+        want = 0.5 * (clean + robust) if floor == 0.0 else clean - 1.0
+        assert res["score"] == pytest.approx(want, abs=1e-6)

@@ -152,3 +152,14 @@ def test_demo_pool_is_mined_unless_a_pool_is_named_or_switched_off(tiny_data: Pa
     assert with_demo_pool(HardenConfig(pool="mine"), tiny_data).pool == "mine"
     assert with_demo_pool(HardenConfig(weights={"pool": 0}), tiny_data).pool is None
     assert with_demo_pool(HardenConfig(), tmp_path).pool is None  # no pool/ folder
+
+
+def test_best_round_never_a_model_that_lost_its_clean_accuracy() -> None:
+    from hardening.loop import selection_score
+
+    rounds = [{"round": 0, "val_score": 0.45, "val_accuracy": 0.88},
+              {"round": 1, "val_score": 0.50, "val_accuracy": 0.50},   # collapsed: "robust" on half
+              {"round": 2, "val_score": 0.48, "val_accuracy": 0.85}]
+    floor = 0.88 - HardenConfig().max_clean_drop
+    assert max(rounds, key=lambda m: selection_score(m, floor))["round"] == 2
+    assert max(rounds[:2], key=lambda m: selection_score(m, floor))["round"] == 0
