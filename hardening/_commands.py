@@ -20,7 +20,8 @@ from hardenkit.cli import handle_errors, parse_fraction, print_json
               help="harden.toml with any option of the loop and per-kind [weights] (0 = off).")
 @click.option("--resume", is_flag=True, help="Continue a killed run in --out from its last finished round.")
 @click.option("--eps", default=None, help="L-inf budget for PGD samples and robust accuracy, e.g. 8/255.")
-@click.option("--pool", type=click.Path(file_okay=False), default=None, help="Unlabelled pool to mine near-boundary images from.")
+@click.option("--pool", type=click.Path(file_okay=False), default=None, help="Unlabelled pool to mine near-boundary images from. "
+                   "Without --data: the demo data's own pool and pool-labels.csv.")
 @click.option("--pool-labels", type=click.Path(dir_okay=False), default=None, help="CSV file,label for pool images.")
 @click.option("--seed", type=int, default=None, help="Seeds every random choice. [default: 0]")
 @click.option("--mixed-precision", is_flag=True, default=None, help="float16 compute on GPU.")
