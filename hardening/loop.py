@@ -404,6 +404,12 @@ def _min_clean(metrics: list[dict[str, Any]], cfg: HardenConfig) -> float:
     return float(first["val_accuracy"]) - cfg.max_clean_drop
 
 
+def _best(metrics: list[dict[str, Any]], cfg: HardenConfig) -> dict[str, Any]:
+    """The round that ``best.keras`` holds (see :func:`selection_score`)."""
+    floor = _min_clean(metrics, cfg)
+    return max(metrics, key=lambda d: selection_score(d, floor))
+
+
 def _render_report(out: Path) -> None:
     try:
         from reports import render_hardening
@@ -549,8 +555,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
              "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
         metrics.append(m)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-        best = max(metrics, key=lambda d: selection_score(d, _min_clean(metrics, cfg)))
-        if best["round"] == r:
+        if _best(metrics, cfg)["round"] == r:
             for suffix in (".keras", ".classes.json"):
                 src = rdir / f"model{suffix}"
                 tmp = out / f".best{suffix}.tmp"
@@ -559,5 +564,4 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
         _render_report(out)
         (rdir / "DONE").write_text("ok\n")
         print(_table_line(m), flush=True)
-    best = max(metrics, key=lambda d: selection_score(d, _min_clean(metrics, cfg)))
-    return RunResult(out, metrics, int(best["round"]), bad)
+    return RunResult(out, metrics, int(_best(metrics, cfg)["round"]), bad)

@@ -348,7 +348,10 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     """
     if image.dtype == np.uint8:
         return image
-    return np.clip(np.rint(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
+    x = np.multiply(image, np.float32(255.0), dtype=np.float32)  # one temporary, in place after
+    np.rint(x, out=x)
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8)
 
 
 def write_image(
@@ -381,11 +384,7 @@ def write_image(
     fmt = image_format_for(dst)
     if not overwrite and dst.exists():
         raise UsageError(f"{dst}: exists; refusing to overwrite")
-    arr = to_uint8(np.asarray(image))
-    pil = Image.fromarray(arr if arr.ndim == 2 else arr[..., :3])
     kwargs: dict[str, object] = {}
-    if fmt in ("JPEG", "WEBP"):
-        kwargs["quality"] = quality
     if metadata_from is not None:
         try:
             with Image.open(metadata_from) as src:
@@ -396,9 +395,18 @@ def write_image(
         except (OSError, UnidentifiedImageError):
             pass  # metadata is best-effort; the pixels are what matter
     with atomic_path(dst) as tmp, open(tmp, "wb") as fh:
-        pil.save(fh, format=fmt, **kwargs)
+        _save(image, fmt, quality, fh, **kwargs)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _save(image: np.ndarray, fmt: str, quality: int, fh: Any, **kwargs: object) -> None:
+    """Encode ``image`` (float in [0, 1] or uint8, RGB or grey) as ``fmt`` into ``fh``."""
+    arr = to_uint8(np.asarray(image))
+    pil = Image.fromarray(arr if arr.ndim == 2 else arr[..., :3])
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    pil.save(fh, format=fmt, **kwargs)
 
 
 def _read_umask() -> int:
@@ -489,20 +497,8 @@ def encode_image(image: np.ndarray, suffix: str = ".png", quality: int = 95, png
     import io
 
     fmt = image_format_for(f"image{suffix}")
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8:  # to_uint8's result, with one temporary instead of four
-        x = np.multiply(arr, np.float32(255.0), dtype=np.float32)
-        np.rint(x, out=x)
-        np.clip(x, 0, 255, out=x)
-        arr = x.astype(np.uint8)
-    pil = Image.fromarray(arr if arr.ndim == 2 else arr[..., :3])
     buf = io.BytesIO()
-    kwargs: dict[str, object] = {}
-    if fmt in ("JPEG", "WEBP"):
-        kwargs["quality"] = quality
-    elif fmt == "PNG":
-        kwargs["compress_level"] = png_level
-    pil.save(buf, format=fmt, **kwargs)
+    _save(image, fmt, quality, buf, **({"compress_level": png_level} if fmt == "PNG" else {}))
     return buf.getvalue()
 
 

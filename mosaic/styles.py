@@ -231,6 +231,8 @@ def censor(
         >>> bool((out[~m] == img[~m]).all()), float((out[m] != img[m]).mean()) > 0.9
         (True, True)
     """
+    from hardenkit.imageio import pixels_to_float, to_uint8
+
     if style not in STYLES:
         raise ValueError(f"expected style in {sorted(STYLES)}, got {style!r}")
     img = np.asarray(image)
@@ -251,24 +253,9 @@ def censor(
         rng = np.random.default_rng([p.seed, x0, y0, x1, y1])
         crop = out[y0:y1, x0:x1]
         if out.dtype == np.uint8:  # the style works on the box in float; the result is quantised
-            done = fn(_u8_to_float(crop), keep, p, rng)
-            done = _float_to_u8(done)
+            done = to_uint8(fn(pixels_to_float(crop), keep, p, rng))
         else:
             done = fn(np.ascontiguousarray(crop), keep, p, rng)
         np.copyto(crop, done.reshape(crop.shape), where=keep[..., None] if crop.ndim == 3 else keep)
     return out
 
-
-def _u8_to_float(pixels: np.ndarray) -> np.ndarray:
-    """As :func:`hardenkit.imageio.pixels_to_float` (same float values)."""
-    out = pixels.astype(np.float32)
-    out *= np.float32(1.0 / 255.0)
-    return out
-
-
-def _float_to_u8(image: np.ndarray) -> np.ndarray:
-    """As :func:`hardenkit.imageio.to_uint8` (same rounding and clipping)."""
-    x = np.multiply(image, np.float32(255.0), dtype=np.float32)
-    np.rint(x, out=x)
-    np.clip(x, 0, 255, out=x)
-    return x.astype(np.uint8)
