@@ -96,16 +96,24 @@ def _fmt_pair(a: Any, b: Any) -> str:
     return f"{f(a)} -> {f(b)}"
 
 
-def harden_rows(st: _Stages, metrics: list[dict[str, Any]], eps: float = 8 / 255) -> None:
-    """Table rows comparing round 0 with the last round of a hardening run."""
+def harden_rows(st: _Stages, metrics: list[dict[str, Any]], eps: float = 8 / 255,
+                max_clean_drop: float = 0.05) -> None:
+    """Table rows comparing round 0 with the last round of a hardening run.
+
+    A robustness gain only counts while clean accuracy holds (drop <= ``max_clean_drop``,
+    the loop's own rule): a model collapsed to one class is "robust" on that whole class.
+    """
     m0, m1 = metrics[0], metrics[-1]
     r = m1.get("round", len(metrics) - 1)
+    acc0, acc1 = m0.get("accuracy"), m1.get("accuracy")
+    holds = acc0 is not None and acc1 is not None and float(acc0) - float(acc1) <= max_clean_drop
+    robust_goal = f"up, clean drop <= {max_clean_drop:g}"
     spec = [
         ("accuracy", None, "clean accuracy", "drop <= 0.02", lambda a, b: a - b <= 0.02),
         ("fpr", None, "fpr at 95% recall", "down", lambda a, b: b < a),
         ("miss_rate", None, "miss rate at the 95%-recall threshold", "", None),
-        ("robust_by_eps", f"{eps / 2:.4f}", "robust accuracy at 4/255", "up", lambda a, b: b > a),
-        ("robust_by_eps", f"{eps:.4f}", "robust accuracy at 8/255", "up", lambda a, b: b > a),
+        ("robust_by_eps", f"{eps / 2:.4f}", "robust accuracy at 4/255", robust_goal, lambda a, b: b > a and holds),
+        ("robust_by_eps", f"{eps:.4f}", "robust accuracy at 8/255", robust_goal, lambda a, b: b > a and holds),
         ("pointing_game", None, "pointing game", "", None),
         ("item_recall", None, "item recall", "up", lambda a, b: b > a),
     ]
@@ -218,8 +226,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         res = train_baseline(TrainConfig(data=str(scenes), out=str(work / "baseline.keras"),
                                          sensitive=("sensitive",), epochs=cfg["epochs"], patience=8))
         raw["baseline"] = {"val_accuracy": res.val_accuracy, "epochs": res.epochs_run, "seconds": res.seconds}
-        st.add("scenes baseline val accuracy", res.val_accuracy, "> 0.5 (learns something)",
-               res.val_accuracy > 0.5)
+        st.add("scenes baseline val accuracy", res.val_accuracy, ">= 0.65 (well above chance, 0.5)",
+               res.val_accuracy >= 0.65)
         return res.path
 
     model = st.run("baseline", baseline, needs=("scenes",))
@@ -235,7 +243,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                           drift_images=6 if quick else 12)
         res = run_loop(hc)
         raw["harden_metrics"] = res.metrics
-        harden_rows(st, res.metrics, hc.eps)
+        harden_rows(st, res.metrics, hc.eps, hc.max_clean_drop)
         return res
 
     hres = st.run("harden", harden, needs=("baseline",))

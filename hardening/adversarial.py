@@ -45,6 +45,11 @@ class AdversarialTrainer(keras.Model):
             lower is cheaper per epoch and more robust, at some clean accuracy. Defaults to 1.
         min_clean_accuracy: Below this clean accuracy ``score`` is ``clean - 1`` instead of
             mean(clean, robust), so such an epoch is never the best (a collapsed model). Defaults to 0.
+        objective: ``"mix"`` (cross-entropy on the clean and the adversarial images, Madry et
+            al. with ``clean_fraction`` 0) or ``"trades"`` (Zhang et al. 2019: cross-entropy on
+            the clean images plus ``trades_beta`` x KL(clean prediction || adversarial
+            prediction), the attack maximising that KL). Defaults to ``"mix"``.
+        trades_beta: Weight of the TRADES robustness term. Defaults to 6 (the paper's).
 
     Example:
         >>> from hardenkit.testkit import tiny_model
@@ -54,8 +59,13 @@ class AdversarialTrainer(keras.Model):
 
     def __init__(self, inner: keras.Model, eps: float, steps: int = 3, step_size: float | None = None,
                  adversarial_weight: float = 1.0, fgsm_mix: float = 0.0, eval_steps: int | None = None,
-                 clean_fraction: float = 1.0, min_clean_accuracy: float = 0.0, **kwargs: Any) -> None:
+                 clean_fraction: float = 1.0, min_clean_accuracy: float = 0.0, objective: str = "mix",
+                 trades_beta: float = 6.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if objective not in ("mix", "trades"):
+            raise ValueError(f"expected objective 'mix' or 'trades', got {objective!r}")
+        self.objective = objective
+        self.trades_beta = float(trades_beta)
         if steps < 1 or not 0 <= eps <= 1 or not 0 <= fgsm_mix <= 1 or not 0 <= clean_fraction <= 1:
             raise ValueError(f"expected steps >= 1, 0 <= eps <= 1, 0 <= fgsm_mix <= 1, 0 <= clean_fraction <= 1; "
                              f"got steps={steps}, eps={eps}, fgsm_mix={fgsm_mix}, clean_fraction={clean_fraction}")
@@ -80,8 +90,10 @@ class AdversarialTrainer(keras.Model):
     def call(self, x: Any, training: bool = False) -> Any:
         return self.inner(x, training=training)
 
-    def _attack(self, x: Any, y: Any, steps: int, step_size: float, random_start: bool = True) -> Any:
-        """L-inf PGD on the cross-entropy of ``y`` against the current weights (BN in inference)."""
+    def _attack(self, x: Any, y: Any, steps: int, step_size: float, random_start: bool = True,
+                target: Any = None) -> Any:
+        """L-inf PGD against the current weights (BN in inference): on the cross-entropy of
+        ``y``, or with ``target`` probabilities on KL(target || prediction) (TRADES)."""
         x0 = tf.convert_to_tensor(x, tf.float32)
         if random_start:
             noise = tf.random.uniform(tf.shape(x0), -self.eps, self.eps)
@@ -92,7 +104,9 @@ class AdversarialTrainer(keras.Model):
         def grad(xb: Any) -> Any:
             with tf.GradientTape() as tape:
                 tape.watch(xb)
-                loss = keras.losses.sparse_categorical_crossentropy(y, self.inner(xb, training=False))
+                p = self.inner(xb, training=False)
+                loss = keras.losses.sparse_categorical_crossentropy(y, p) if target is None \
+                    else keras.losses.kl_divergence(target, p)
             return tape.gradient(loss, xb)
 
         return tf.stop_gradient(linf_pgd_steps(grad, x0, xa, self.eps, step_size, steps))
@@ -111,6 +125,8 @@ class AdversarialTrainer(keras.Model):
         x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
         if sw is None:
             sw = tf.ones(tf.shape(y)[:1], tf.float32)
+        if self.objective == "trades":
+            return self._trades_step(x, y, sw)
         xa = self.adversarial_batch(x, y)
         k = tf.shape(x)[0] if self.clean_fraction >= 1 else \
             tf.cast(tf.round(self.clean_fraction * tf.cast(tf.shape(x)[0], tf.float32)), tf.int32)
@@ -127,6 +143,26 @@ class AdversarialTrainer(keras.Model):
         self.clean_tracker.update_state(y[:k], pred[:k])
         self.robust_tracker.update_state(y, pred[k:])
         return self._results(y[:k], pred[:k], sw[:k])
+
+    def _trades_step(self, x: Any, y: Any, sw: Any) -> dict[str, Any]:
+        """One TRADES update: CE(clean) + beta * KL(p(clean) || p(adversarial)), weighted per image."""
+        target = tf.stop_gradient(self.inner(x, training=False))
+        xa = self._attack(x, y, self.steps, self.step_size, target=target)
+        n = tf.shape(x)[0]
+        with tf.GradientTape() as tape:
+            pred = self(tf.concat([x, xa], axis=0), training=True)
+            pc, pa = pred[:n], pred[n:]
+            ce = keras.losses.sparse_categorical_crossentropy(y, pc)
+            kl = keras.losses.kl_divergence(pc, pa)
+            per = ce + self.trades_beta * self.adversarial_weight * kl
+            loss = tf.reduce_sum(sw * per) / tf.cast(n, tf.float32) + tf.add_n(self.losses or [tf.zeros(())])
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        self.loss_tracker.update_state(loss)
+        self.clean_tracker.update_state(y, pc)
+        self.robust_tracker.update_state(y, pa)
+        return self._results(y, pc, sw)
 
     def test_step(self, data: Any) -> dict[str, Any]:
         x, y, sw = keras.utils.unpack_x_y_sample_weight(data)

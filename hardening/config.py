@@ -37,7 +37,12 @@ class HardenConfig:
             the retraining time went into it with 5.)
         fgsm_mix: Share of adversarial samples made with FGSM instead of PGD. Defaults to 0.
         clean_fraction: Share of each training batch also trained on unperturbed (every
-            image is trained on adversarially); 1 = clean + adversarial halves. Defaults to 0.25.
+            image is trained on adversarially); 1 = clean + adversarial halves. Defaults to 1.
+        objective: Adversarial training objective: ``"mix"`` (cross-entropy on clean and
+            adversarial images) or ``"trades"`` (clean cross-entropy + ``trades_beta`` x KL to
+            the adversarial prediction), see :class:`hardening.adversarial.AdversarialTrainer`.
+            Defaults to ``"mix"``.
+        trades_beta: TRADES robustness weight. Defaults to 6.
         max_clean_drop: A checkpoint (epoch or round) whose clean validation accuracy is more
             than this below the starting model's is never kept as best, however robust: a
             model collapsed to one class is "robust" on every image of that class. Defaults to 0.05.
@@ -75,6 +80,8 @@ class HardenConfig:
     eval_steps: int = 10
     fgsm_mix: float = 0.0
     clean_fraction: float = 1.0
+    objective: str = "mix"
+    trades_beta: float = 6.0
     max_clean_drop: float = 0.05
     recall: float = 0.95
     cam_method: str | None = None
@@ -109,6 +116,10 @@ class HardenConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
                 raise ConfigError(f"expected 0.0 <= {name} <= 1.0, got {v!r}")
+        if self.objective not in ("mix", "trades"):
+            raise ConfigError(f"expected objective 'mix' or 'trades', got {self.objective!r}")
+        if not isinstance(self.trades_beta, (int, float)) or self.trades_beta < 0:
+            raise ConfigError(f"expected trades_beta >= 0, got {self.trades_beta!r}")
         for name in ("learning_rate", "sgd_learning_rate"):
             v = getattr(self, name)
             if not (0 < v < 1):

@@ -374,7 +374,8 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
 
             model = AdversarialTrainer(inner, eps=cfg.eps, steps=cfg.pgd_steps, adversarial_weight=adv_w,
                                        fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 3),
-                                       clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean)
+                                       clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,
+                                       objective=cfg.objective, trades_beta=cfg.trades_beta)
             monitor = "val_score"
         fit_arrays(model, x, y, data.val.x, data.val.y, epochs=cfg.epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,

@@ -15,6 +15,12 @@ import os
 import sys
 from pathlib import Path
 
+# Bumped whenever the demo generator (data) or the baseline recipe (model) changes, so a
+# cache filled by older code is never mistaken for the current demo: figures in the README
+# and bench/RESULTS.md are measured on the current recipe.
+DEMO_DATA_VERSION = 1
+DEMO_MODEL_VERSION = 2
+
 
 def cache_dir() -> Path:
     """The hardenkit cache folder (not created here)."""
@@ -27,12 +33,12 @@ def cache_dir() -> Path:
 
 def demo_data_dir() -> Path:
     """Folder of the cached built-in demo data."""
-    return cache_dir() / "demo-data"
+    return cache_dir() / f"demo-data-v{DEMO_DATA_VERSION}"
 
 
 def demo_model_path() -> Path:
     """Path of the cached demo model (trained on first use)."""
-    return cache_dir() / "demo-model.keras"
+    return cache_dir() / f"demo-model-d{DEMO_DATA_VERSION}-v{DEMO_MODEL_VERSION}.keras"
 
 
 def ensure_demo_data(quiet: bool = False) -> Path:
@@ -40,7 +46,7 @@ def ensure_demo_data(quiet: bool = False) -> Path:
 
     Example:
         >>> ensure_demo_data()  # doctest: +SKIP
-        PosixPath('/root/.cache/hardenkit/demo-data')
+        PosixPath('/root/.cache/hardenkit/demo-data-v1')
     """
     from .demo import DEFAULT_COUNTS, generate
     from .progress import progress_bar
@@ -68,7 +74,7 @@ def ensure_demo_model(quiet: bool = False) -> Path:
 
     Example:
         >>> ensure_demo_model()  # doctest: +SKIP
-        PosixPath('/root/.cache/hardenkit/demo-model.keras')
+        PosixPath('/root/.cache/hardenkit/demo-model-d1-v2.keras')
     """
     p = demo_model_path()
     if p.exists():

@@ -32,9 +32,12 @@ def test_adversarial_batch_stays_in_the_eps_ball_and_raises_the_loss() -> None:
     assert xm.shape == x.shape and np.abs(xm - x).max() <= 0.05 + 1e-6
     with pytest.raises(ValueError):
         AdversarialTrainer(tiny_model(), eps=0.05, steps=0)
+    with pytest.raises(ValueError, match="objective"):
+        AdversarialTrainer(tiny_model(), eps=0.05, objective="free")
 
 
-def test_fit_reports_robust_accuracy_and_score_and_hardens_the_model() -> None:
+@pytest.mark.parametrize("objective", ["mix", "trades"])
+def test_fit_reports_robust_accuracy_and_score_and_hardens_the_model(objective: str) -> None:
     from hardening.adversarial import AdversarialTrainer
     from hardenkit.train import fit_arrays
 
@@ -47,7 +50,7 @@ def test_fit_reports_robust_accuracy_and_score_and_hardens_the_model() -> None:
     fit_arrays(plain, x, y, xv, yv, epochs=12, batch_size=32, learning_rate=3e-2, seed=0, monitor="val_accuracy")
     seed_everything(0)
     inner = tiny_model(seed=0)
-    trainer = AdversarialTrainer(inner, eps=eps, steps=2)
+    trainer = AdversarialTrainer(inner, eps=eps, steps=2, objective=objective)
     hist = fit_arrays(trainer, x, y, xv, yv, epochs=12, batch_size=32, learning_rate=3e-2, seed=0,
                       monitor="val_score")
     for key in ("loss", "robust_accuracy", "val_robust_accuracy", "val_clean_accuracy", "val_score"):

@@ -158,7 +158,7 @@ def test_build_scenes_no_item_leaks_between_splits(tmp_path: Path) -> None:
 def test_build_scenes_needs_the_sensitive_class(tmp_path: Path) -> None:
     items = _fake_items()
     x, y = items["test"]
-    items["test"] = (x, np.where(y == fmnist.SENSITIVE_CLASS, 1, y))
+    items["test"] = (x, np.where(y == fmnist.SENSITIVE_CLASS, (fmnist.SENSITIVE_CLASS + 1) % 10, y))
     with pytest.raises(DataError, match="no item of sensitive class"):
         fmnist.build_scenes(tmp_path / "s", 2, 2, 2, size=32, items=items)
 
@@ -208,3 +208,19 @@ def test_quality_stage_failure_becomes_a_row() -> None:
     assert st.run("c", lambda: 3) == 3
     assert [r["name"] for r in st.rows] == ["a: failed", "b: not run"]
     assert "ZeroDivisionError" in st.errors["a"] and set(st.seconds) == {"a", "c"}
+
+
+@pytest.mark.parametrize("acc1, robust_met", [(0.87, True), (0.50, False)])
+def test_quality_robust_gain_counts_only_while_clean_accuracy_holds(acc1: float, robust_met: bool) -> None:
+    from bench.bench_quality import _Stages, harden_rows
+
+    def m(r: int, acc: float, robust: float) -> dict[str, object]:
+        return {"round": r, "accuracy": acc, "fpr": 0.2, "miss_rate": 0.05, "pointing_game": None,
+                "item_recall": None, "robust_by_eps": {f"{4 / 255:.4f}": robust, f"{8 / 255:.4f}": robust}}
+
+    st = _Stages()
+    # acc1=0.50: a model collapsed to one class is "robust" on that class: 0.0 -> 0.5 is no gain
+    harden_rows(st, [m(0, 0.88, 0.0), m(5, acc1, 0.5)])
+    robust = [r for r in st.rows if "robust accuracy" in r["name"]]
+    assert len(robust) == 2 and all(r["met"] is robust_met for r in robust)
+    assert [r["met"] for r in st.rows if "clean accuracy" in r["name"]] == [acc1 > 0.8]

@@ -52,6 +52,8 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"weights": {"jacobian": -1}}, "expected weights.jacobian >= 0, got -1"),
     ({"learning_rate": 0}, "expected 0 < learning_rate < 1"),
     ({"clean_fraction": -0.1}, r"expected 0.0 <= clean_fraction <= 1.0, got -0.1"),
+    ({"objective": "madry"}, r"expected objective 'mix' or 'trades', got 'madry'"),
+    ({"trades_beta": -1}, r"expected trades_beta >= 0, got -1"),
 ])
 def test_config_validation(kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
