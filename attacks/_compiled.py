@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from hardenkit.modelio import logits_function
+
 # labels are int64 everywhere a tensor is built: tf.argmax returns int64, and eagerpy 0.30
 # compares tensors of different dtypes through np.find_common_type, which NumPy 2 removed.
 LABEL_DTYPE = np.int64
@@ -67,12 +69,6 @@ def keras_model_of(bundle_or_model: Any) -> Any:
     return getattr(bundle_or_model, "model", bundle_or_model)
 
 
-def _ends_in_softmax(model: Any) -> bool:
-    from hardenkit.modelio import probability_model
-
-    return probability_model(model) is model
-
-
 def _last_dense(model: Any) -> Any:
     import keras
 
@@ -80,29 +76,6 @@ def _last_dense(model: Any) -> Any:
         if isinstance(layer, keras.layers.Dense):
             return layer
     return None
-
-
-def _build_logits(model: Any) -> tuple[Any, str]:
-    import keras
-    import tensorflow as tf
-
-    # the cache maps model -> Compiled weakly: nothing kept here may hold the model itself
-    ref: Any = weakref.ref(model)
-    if not _ends_in_softmax(model):
-        return (lambda x: ref()(x, training=False)), "model"
-    last = model.layers[-1]
-    if isinstance(last, keras.layers.Softmax):
-        pre = keras.Model(model.inputs, last.input)
-        return (lambda x: pre(x, training=False)), "pre-softmax"
-    if isinstance(last, keras.layers.Dense):
-        feats = keras.Model(model.inputs, last.input)
-
-        def dense_logits(x: Any) -> Any:
-            z = tf.matmul(feats(x, training=False), last.kernel)
-            return z + last.bias if last.bias is not None else z
-
-        return dense_logits, "pre-softmax"
-    return (lambda x: tf.math.log(tf.maximum(ref()(x, training=False), 1e-30))), "log-probabilities"
 
 
 def _build_features(model: Any, logits: Any) -> Any:
@@ -139,7 +112,7 @@ def compiled(bundle_or_model: Any) -> Compiled:
         shape = shape[0]
     h, w, c = (int(s) for s in shape[1:4])
     k = int(model.output_shape[-1])
-    raw_logits, kind = _build_logits(model)
+    raw_logits, kind = logits_function(model)
     raw_features = _build_features(model, raw_logits)
     xs = tf.TensorSpec([None, h, w, c], tf.float32)
     ys = tf.TensorSpec([None], tf.int64)

@@ -30,12 +30,17 @@ class Split:
         lo: Input -> target activations (None when no layer was requested).
         hi: Target activations -> probabilities (None when no layer was requested).
         layer_name: Name of the original target layer.
+        flat_logits: Input -> logits (the input of the final softmax), or None when the model
+            does not end in a softmax ``Dense`` or ``Softmax`` layer.
+        hi_logits: Target activations -> logits, likewise (None also without ``hi``).
     """
 
     flat: Any
     lo: Any
     hi: Any
     layer_name: str | None
+    flat_logits: Any = None
+    hi_logits: Any = None
 
 
 def _is_model(layer: Any) -> bool:
@@ -104,11 +109,50 @@ def _contains(model: Any, target: Any) -> bool:
     return any(layer is target for layer in _walk(model))
 
 
-def _replay(model: Any, inputs: Any, target: Any, inserted: list[Any]) -> Any:
-    """Call ``model``'s layers on ``inputs``, inlining nested models and tagging ``target``."""
+def _softmax_dense(layer: Any) -> bool:
+    import keras
+
+    act = getattr(layer, "activation", None)
+    return isinstance(layer, keras.layers.Dense) and getattr(act, "__name__", "") == "softmax"
+
+
+def _make_pre_softmax() -> Any:
+    import keras
+
+    class PreSoftmax(keras.layers.Layer):
+        """A softmax ``Dense`` layer's pre-activation (its logits), with that layer's own weights."""
+
+        def __init__(self, dense: Any, **kwargs: Any) -> None:
+            super().__init__(name=f"{dense.name}_logits", **kwargs)
+            self.dense = dense
+
+        def call(self, x: Any) -> Any:
+            z = keras.ops.matmul(x, self.dense.kernel)
+            return z + self.dense.bias if self.dense.bias is not None else z
+
+    return PreSoftmax
+
+
+def _replay(model: Any, inputs: Any, target: Any, inserted: list[Any], head: Any = None,
+            logits: list[Any] | None = None) -> Any:
+    """Call ``model``'s layers on ``inputs``, inlining nested models and tagging ``target``.
+
+    ``head`` (the outermost model's last layer), when it is a ``Dense`` layer with a softmax
+    activation, is replayed as its pre-activation followed by a ``Softmax`` layer: same
+    probabilities, and the logits stay reachable (:func:`hardenkit.modelio.logits_function`)
+    for gradients that must not vanish when the softmax saturates. The logits tensor (also of a
+    final ``Softmax`` layer) is appended to ``logits``.
+    """
     import keras
 
     def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        if layer is head and layer is not target and logits is not None:
+            if _softmax_dense(layer):
+                z = _make_pre_softmax()(layer)(*args)
+                logits.append(z)
+                return keras.layers.Softmax(name=f"{layer.name}_softmax")(z)
+            if isinstance(layer, keras.layers.Softmax) and len(args) == 1 and not kwargs:
+                logits.append(args[0])
         if layer is target:
             out = keras.layers.Identity(name=TARGET_NAME)(layer(*args, **kwargs))
             inserted.append(out)
@@ -162,12 +206,14 @@ def split_model(model: Any, layer: str | None | bool = None) -> Split:
         # replayed rather than ``model`` itself: the cache value must not hold its weak key
         # (a subclassed model cannot be replayed; it is simply called)
         replayable = isinstance(model, keras.Sequential) or hasattr(model, "_run_through_graph")
-        out = _replay(model, inp, None, inserted) if replayable else model(inp)
-        split = Split(keras.Model(inp, out), None, None, None)
+        pre: list[Any] = []
+        out = _replay(model, inp, None, inserted, model.layers[-1], pre) if replayable else model(inp)
+        split = Split(keras.Model(inp, out), None, None, None, keras.Model(inp, pre[0]) if pre else None)
         per_model[key] = split
         return split
     target = find_target_layer(model, layer if isinstance(layer, str) else None)
-    out = _replay(model, inp, target, inserted)
+    pre = []
+    out = _replay(model, inp, target, inserted, model.layers[-1], pre)
     if len(inserted) != 1:
         raise UsageError(f"layer {target.name!r} is used {len(inserted)} times in the model; "
                          "pick another layer with --layer NAME")
@@ -178,6 +224,7 @@ def split_model(model: Any, layer: str | None | bool = None) -> Split:
     except ValueError as e:
         raise UsageError(f"cannot split the model at layer {target.name!r}: a connection bypasses it "
                          f"({str(e).splitlines()[0]}); pick another layer with --layer NAME") from None
-    split = Split(flat, lo, hi, target.name)
+    split = Split(flat, lo, hi, target.name, keras.Model(inp, pre[0]) if pre else None,
+                  keras.Model(inserted[0], pre[0]) if pre else None)
     per_model[key] = split
     return split

@@ -44,9 +44,11 @@ class FastModel:
 
     Args:
         split: From :func:`cam._graph.split_model`.
-        log_output: Make ``__call__``/``predict`` return log-probabilities. Score-CAM applies a
-            softmax to the predictions itself; softmax(log p) = p, so its scores stay true
-            probabilities.
+        log_output: Make ``__call__``/``predict`` (and ``hi``) return log-probabilities,
+            computed as log-softmax of the logits (:func:`hardenkit.modelio.logits_function`),
+            so they stay exact, and differentiable, where a saturated softmax rounds to 0 and 1.
+            Score-CAM applies a softmax to the predictions itself; softmax(log p) = p, so its
+            scores stay true probabilities. Gradient methods score log-odds from them.
     """
 
     def __init__(self, split: Split, log_output: bool = False) -> None:
@@ -60,9 +62,17 @@ class FastModel:
         self.act_shape: tuple[int, ...] = tuple(split.lo.output_shape[1:]) if split.lo is not None else ()
         spec = tf.TensorSpec((None, *flat.input_shape[1:]), tf.float32)
 
+        from hardenkit.modelio import logits_function
+
+        def logits_of(model: Any, pre: Any) -> Any:
+            if not log_output:
+                return None
+            return (lambda x: pre(x, training=False)) if pre is not None else logits_function(model)[0]
+
+        flat_logits = logits_of(flat, split.flat_logits)
+
         def full(x: Any) -> Any:
-            y = flat(x, training=False)
-            return tf.math.log(tf.maximum(y, 1e-12)) if log_output else y
+            return tf.nn.log_softmax(flat_logits(x)) if flat_logits is not None else flat(x, training=False)
 
         # concrete functions: traced exactly once here, never again (and no retracing warnings
         # when several models are explained in one process)
@@ -70,7 +80,9 @@ class FastModel:
         if split.lo is not None:
             act_spec = tf.TensorSpec((None, *split.lo.output_shape[1:]), tf.float32)
             lo = tf.function(lambda x: split.lo(x, training=False)).get_concrete_function(spec)
-            hi = tf.function(lambda a: split.hi(a, training=False)).get_concrete_function(act_spec)
+            hi_logits = logits_of(split.hi, split.hi_logits)
+            hi = tf.function(lambda a: tf.nn.log_softmax(hi_logits(a)) if hi_logits is not None
+                             else split.hi(a, training=False)).get_concrete_function(act_spec)
             self.hi = lambda a: hi(tf.cast(a, tf.float32))
 
             @tf.custom_gradient

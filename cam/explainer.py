@@ -17,20 +17,57 @@ from .methods import DEFAULT_METHOD, get_method
 
 
 class SensitiveScore:
-    """Score = summed probability of the sensitive classes (a tf-keras-vis score function).
+    """Score = summed probability of the classes ``indices`` (a tf-keras-vis score function).
+
+    With ``log_odds`` the model output it is given must be log-probabilities (what
+    :class:`cam._tfkv.FastModel` hands the gradient methods), and the score is
+    log(p(indices) / p(every other class)), computed as a difference of log-sum-exps. Gradient
+    methods (Grad-CAM, Grad-CAM++, LayerCAM, saliency) need that: once a confident model's
+    softmax saturates (p rounds to 1.0 in float32) the probability's gradient underflows to
+    rounding noise, and a map normalised from noise points anywhere and changes with the batch
+    it is computed in. The log-odds' gradient does not vanish; where the softmax is not
+    saturated it is the probability's gradient times a per-image constant (two classes), which
+    the per-image normalisation of the map removes. ``indices`` may also be one list per image.
+    ``zero_value`` keeps the gradient but makes the value 0: Grad-CAM++ (tf-keras-vis) takes
+    exp(score), which overflows for a confident model's log-odds, and the factor exp(score)
+    is per image, so the normalised map does not change.
 
     Example:
-        >>> float(SensitiveScore((1, 2))(np.array([[0.2, 0.5, 0.3]]))[0])
+        >>> round(float(SensitiveScore((1, 2))(np.array([[0.2, 0.5, 0.3]]))[0]), 4)
         0.8
+        >>> round(float(SensitiveScore((1,), log_odds=True)(np.log([[0.2, 0.8]]))[0]), 4)  # log 4
+        1.3863
     """
 
-    def __init__(self, indices: Sequence[int]) -> None:
-        self.indices = list(indices)
+    def __init__(self, indices: Sequence[int] | Sequence[Sequence[int]], log_odds: bool = False,
+                 zero_value: bool = False) -> None:
+        self.indices = [list(i) if isinstance(i, (list, tuple, np.ndarray)) else int(i) for i in indices]
+        self.log_odds = log_odds
+        self.zero_value = zero_value
+
+    def _mask(self, k: int) -> np.ndarray:
+        """(K,) or, with per-image indices, (N, K) bool mask of the scored classes."""
+        if self.indices and isinstance(self.indices[0], list):
+            m = np.zeros((len(self.indices), k), bool)
+            for row, idx in enumerate(self.indices):
+                m[row, idx] = True  # type: ignore[index]
+            return m
+        m1 = np.zeros(k, bool)
+        m1[self.indices] = True  # type: ignore[index]
+        return m1
 
     def __call__(self, output: Any) -> Any:
         import tensorflow as tf
 
-        return tf.reduce_sum(tf.gather(output, self.indices, axis=-1), axis=-1)
+        out = tf.convert_to_tensor(output, tf.float32)
+        mask = tf.constant(self._mask(int(out.shape[-1])))
+        if not self.log_odds:
+            return tf.reduce_sum(tf.where(mask, out, 0.0), axis=-1)
+        low = tf.constant(-np.inf, tf.float32)
+        mine = tf.reduce_logsumexp(tf.where(mask, out, low), axis=-1)
+        rest = tf.reduce_logsumexp(tf.where(mask, low, out), axis=-1)
+        odds = mine - rest
+        return odds - tf.stop_gradient(odds) if self.zero_value else odds
 
 
 class Explainer:
@@ -75,15 +112,15 @@ class Explainer:
         self.layer_name = self._impl.layer_name
 
     def score_fn(self, x: np.ndarray) -> Any:
-        """The tf-keras-vis score function for the prepared batch ``x``."""
+        """The tf-keras-vis score function for the prepared batch ``x`` (log-odds for the
+        gradient methods, see :class:`SensitiveScore`)."""
+        kw = {"log_odds": self._impl.differentiates_score, "zero_value": self._impl.exponentiates_score}
         if self.target == "sensitive":
-            return SensitiveScore(self.bundle.sensitive_indices)
+            return SensitiveScore(self.bundle.sensitive_indices, **kw)
         if self.target == "top":
-            from tf_keras_vis.utils.scores import CategoricalScore
-
             top = np.asarray(self._impl.fast(x)).argmax(axis=-1)
-            return CategoricalScore([int(i) for i in top])
-        return SensitiveScore((self.bundle.class_names.index(self.target),))
+            return SensitiveScore([[int(i)] for i in top], **kw)
+        return SensitiveScore((self.bundle.class_names.index(self.target),), **kw)
 
     def explain_prepared(self, x: np.ndarray) -> np.ndarray:
         """Maps (N, H, W) at the model's resolution for a batch already at the model's size."""

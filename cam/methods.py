@@ -38,8 +38,16 @@ class CamMethod(ABC):
     name: ClassVar[str]
     #: Whether the method reads a convolutional feature map (False: gradients w.r.t. pixels).
     uses_layer: ClassVar[bool] = True
-    #: Whether the model handed to tf-keras-vis returns log-probabilities (see FastModel).
-    log_output: ClassVar[bool] = False
+    #: Whether the model handed to tf-keras-vis returns log-probabilities (see FastModel):
+    #: gradient methods score log-odds from them, Score-CAM turns them back into probabilities.
+    log_output: ClassVar[bool] = True
+    #: Whether the method differentiates the score: it then gets the log-odds of the target
+    #: classes, not their probability, whose gradient vanishes once the softmax saturates
+    #: (see :class:`cam.explainer.SensitiveScore`). Score-CAM reads probabilities of masked
+    #: copies instead and needs no gradient.
+    differentiates_score: ClassVar[bool] = True
+    #: Whether tf-keras-vis takes exp(score) (Grad-CAM++): the score's value is then made 0.
+    exponentiates_score: ClassVar[bool] = False
 
     def __init__(self, model: Any, layer: str | None = None, batch_size: int = 32) -> None:
         from . import _tfkv
@@ -112,6 +120,7 @@ class GradCAMPlusPlus(_LayerCam):
     """Grad-CAM++ (Chattopadhay et al. 2018): higher-order gradient weights, several objects."""
 
     name = "gradcam++"
+    exponentiates_score = True
     vis_class = "tf_keras_vis.gradcam_plus_plus.GradcamPlusPlus"
 
 
@@ -126,7 +135,7 @@ class ScoreCAM(CamMethod):
     """Score-CAM (Wang et al. 2020): gradient-free, each channel scored by a masked forward pass."""
 
     name = "scorecam"
-    log_output = True
+    differentiates_score = False
     #: Channels kept (highest spatial variance); None keeps all (plain Score-CAM).
     max_n: ClassVar[int | None] = None
 

@@ -213,6 +213,46 @@ def _ends_in_softmax(model: Any) -> bool:
     return act is not None and getattr(act, "__name__", "") == "softmax"
 
 
+def logits_function(model: Any) -> tuple[Any, str]:
+    """``(fn, kind)``: ``fn(x)`` gives the logits of ``model`` (a TensorFlow-traceable call).
+
+    In order of preference: the model's own output if it does not end in softmax (``kind``
+    ``"model"``); the pre-activation of a final softmax ``Dense`` layer or the input of a
+    final ``Softmax`` layer (``"pre-softmax"``, computed with the model's own weights, nothing
+    copied); else log(probabilities) (``"log-probabilities"``: the logits up to a per-image
+    constant, exact until the softmax saturates). Gradients of logits do not vanish where a
+    confident model's probabilities round to 0 and 1, which is why attacks and CAM use them.
+    Nothing returned holds ``model`` strongly (callers cache per model in weak dictionaries).
+
+    Example:
+        >>> from hardenkit.testkit import tiny_model
+        >>> fn, kind = logits_function(tiny_model())
+        >>> kind, tuple(fn(np.zeros((1, 8, 8, 3), np.float32)).shape)
+        ('pre-softmax', (1, 2))
+    """
+    import weakref
+
+    import keras
+    import tensorflow as tf
+
+    ref: Any = weakref.ref(model)
+    if not _ends_in_softmax(model):
+        return (lambda x: ref()(x, training=False)), "model"
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        pre = keras.Model(model.inputs, last.input)
+        return (lambda x: pre(x, training=False)), "pre-softmax"
+    if isinstance(last, keras.layers.Dense):
+        feats = keras.Model(model.inputs, last.input)
+
+        def dense_logits(x: Any) -> Any:
+            z = tf.matmul(feats(x, training=False), last.kernel)
+            return z + last.bias if last.bias is not None else z
+
+        return dense_logits, "pre-softmax"
+    return (lambda x: tf.math.log(tf.maximum(ref()(x, training=False), 1e-30))), "log-probabilities"
+
+
 def probability_model(model: "keras.Model") -> "keras.Model":
     """Return ``model`` if it ends in softmax, else the model with a softmax appended.
 

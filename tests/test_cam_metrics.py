@@ -147,3 +147,32 @@ def test_cam_eval_cli_table_and_bad_split(planted: dict) -> None:
     bad = _runner().invoke(main, ["eval", "--model", str(planted["model"]), "--data", str(planted["data"]),
                                   "--split", "val"])
     assert bad.exit_code == 2 and bad.stderr.startswith("Error: ") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "saliency"])
+def test_gradient_maps_survive_a_saturated_softmax_and_do_not_depend_on_the_batch(planted: dict,
+                                                                                  method: str) -> None:
+    """Logits x 1000: probabilities round to exactly 0 and 1, whose gradient is zero or noise.
+    Gradient methods score log-odds from the logits, so the maps stay the unsaturated model's
+    maps (up to the per-image scale the normalisation removes), one image alone or in a batch."""
+    import keras
+
+    from cam import Explainer
+    from hardenkit.modelio import bundle_from_model, load_model
+
+    x = planted["x"]
+    hot = load_model(planted["model"]).model
+    dense = hot.get_layer("probs") if any(layer.name == "probs" for layer in hot.layers) else \
+        next(layer for layer in reversed(hot.layers) if isinstance(layer, keras.layers.Dense))
+    dense.kernel.assign(dense.kernel * 1000.0)
+    dense.bias.assign(dense.bias * 1000.0)
+    hot_bundle = bundle_from_model(hot, ["normal", "sensitive"])
+    assert (hot_bundle.predict(x)[:, 0] < 1e-12).mean() >= 0.5  # saturated far below float32 rounding
+    ex_hot = Explainer(hot_bundle, method)
+    maps_hot = np.stack(ex_hot(list(x)))
+    alone = np.stack([ex_hot([im])[0] for im in x[:4]])
+    assert np.abs(alone - maps_hot[:4]).max() < 1e-4
+    maps = np.stack(Explainer(planted["bundle"], method)(list(x)))
+    assert pointing_game(maps_hot, planted["masks"]) >= pointing_game(maps, planted["masks"]) - 0.1
+    assert pointing_game(maps_hot, planted["masks"]) >= 0.8
+    assert all(m.max() > 0.99 for m in maps_hot)  # no all-zero map from a vanished gradient
