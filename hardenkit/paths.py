@@ -19,7 +19,7 @@ from pathlib import Path
 # cache filled by older code is never mistaken for the current demo: figures in the README
 # and bench/RESULTS.md are measured on the current recipe.
 DEMO_DATA_VERSION = 1
-DEMO_MODEL_VERSION = 2
+DEMO_MODEL_VERSION = 3
 
 
 def cache_dir() -> Path:
@@ -74,7 +74,7 @@ def ensure_demo_model(quiet: bool = False) -> Path:
 
     Example:
         >>> ensure_demo_model()  # doctest: +SKIP
-        PosixPath('/root/.cache/hardenkit/demo-model-d1-v2.keras')
+        PosixPath('/root/.cache/hardenkit/demo-model-d1-v3.keras')
     """
     p = demo_model_path()
     if p.exists():
