@@ -77,3 +77,15 @@ def test_train_saves_best_model_with_class_names(tiny_data: Path, tmp_path: Path
     assert 0.0 <= res.val_accuracy <= 1.0
     meta = json.loads(sidecar_path(res.path).read_text())
     assert meta["val_accuracy"] == pytest.approx(res.val_accuracy)
+
+
+def test_fit_arrays_trains_without_xla_on_cpu() -> None:
+    from hardenkit.testkit import tiny_model
+    from hardenkit.train import fit_arrays
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 8, 8, 3), np.float32)
+    y = (np.arange(16) % 2).astype(np.int32)
+    m = tiny_model()
+    fit_arrays(m, x, y, x[:4], y[:4], epochs=1, batch_size=8)
+    assert m.jit_compile is False  # measured slower on CPU than the oneDNN graph
