@@ -108,10 +108,22 @@ def _to_float_rgb(img: Image.Image, background: float) -> np.ndarray:
     if mode == "F":
         g = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
         return np.repeat(g[..., None], 3, axis=2)
-    has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)
-    if has_alpha:  # composited over the background by pixels_to_float
-        return pixels_to_float(np.asarray(img.convert("RGBA")), background)
-    return pixels_to_float(np.asarray(img.convert("RGB")))
+    return pixels_to_float(_uint8_rgb_or_rgba(img), background)  # alpha composited there
+
+
+def _uint8_rgb_or_rgba(img: Image.Image) -> np.ndarray:
+    """An 8-bit image's pixels as uint8 RGBA when it has a (not fully opaque) alpha channel, else RGB.
+
+    A fully opaque alpha channel is dropped: compositing it is a no-op that costs a float pass
+    and twice the memory downstream (mosaic censors uint8 RGB in 8 bits), and the RGB values are
+    exactly what a reader shows. Common for screenshots and exported graphics."""
+    mode = img.mode
+    if not (mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)):
+        return np.asarray(img if mode == "RGB" else img.convert("RGB"))
+    rgba = img if mode == "RGBA" else img.convert("RGBA")
+    if rgba.getchannel("A").getextrema()[0] == 255:  # C-level min of the alpha band, no array needed
+        return np.asarray(rgba.convert("RGB"))
+    return np.asarray(rgba)
 
 
 def read_image(
@@ -182,13 +194,8 @@ def _raw_pixels(img: Image.Image, background: float) -> np.ndarray:
     to :func:`pixels_to_float`), or float32 RGB for modes :func:`_to_float_rgb` handles in float."""
     # exif_transpose copies the image even when it is upright: only call it when needed
     upright = (ImageOps.exif_transpose(img) or img) if img.getexif().get(0x0112, 1) != 1 else img
-    mode = upright.mode
-    if mode == "RGB":
-        return np.asarray(upright)
-    if mode in ("L", "CMYK", "YCbCr") or (mode == "P" and "transparency" not in upright.info):
-        return np.asarray(upright.convert("RGB"))
-    if mode in ("RGBA", "LA", "PA", "P"):
-        return np.asarray(upright.convert("RGBA"))
+    if upright.mode in ("RGB", "L", "CMYK", "YCbCr", "P", "RGBA", "LA", "PA"):
+        return _uint8_rgb_or_rgba(upright)
     return _to_float_rgb(upright, background)
 
 
@@ -202,8 +209,6 @@ def _shrunk(pixels: np.ndarray, min_side: int, background: float) -> np.ndarray 
         return None
     s = min_side / min(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    if pixels.dtype == np.uint8 and pixels.shape[2] == 4 and int(pixels[..., 3].min()) == 255:
-        return pixels_to_float(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)[..., :3])  # opaque
     if pixels.dtype == np.uint8 and pixels.shape[2] == 4:  # shrink premultiplied, then composite
         a = np.ascontiguousarray(pixels[..., 3])
         pm = cv2.multiply(np.ascontiguousarray(pixels[..., :3]), cv2.merge([a, a, a]), dtype=cv2.CV_16U)
@@ -219,7 +224,8 @@ def read_image_pixels(
     background: float = NEUTRAL_BACKGROUND,
 ) -> np.ndarray:
     """The decoded, upright pixels without the float conversion: uint8 RGB (8-bit RGB, grey,
-    palette, CMYK images), uint8 RGBA (images with alpha), or for other modes the float32
+    palette, CMYK images, and images whose alpha is fully opaque), uint8 RGBA (images with
+    transparency), or for other modes the float32
     :func:`read_image` result. :func:`pixels_to_float` gives exactly :func:`read_image`'s array.
 
     Errors and the ``max_pixels`` check are those of :func:`read_image`.

@@ -6,7 +6,9 @@ a JPEG/WebP output is encoded once, in memory, and those bytes are scored and th
 :func:`verify_scores`); while it is still flagged the regions grow
 (lower region threshold, more dilation) for up to ``max_rounds`` rounds, after which the
 whole image is censored and marked ``unresolved``. Work is done in batches: one forward pass
-and one CAM pass per batch, one forward pass per escalation round.
+and one CAM pass per batch, one forward pass per escalation round. Big images (long side over
+:data:`PROXY_SIDE`) are tried at the working resolution first each round, so only a round likely
+to pass is rendered and verified at full size.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from hardenkit.testkit import max_steps
 
 from .config import MosaicConfig, parse_color
-from .styles import StyleParams, censor, region_mask
+from .styles import StyleParams, censor, components_with_stats, region_mask
 
 #: Per escalation round the CAM region threshold is multiplied by this.
 THRESHOLD_DECAY = 0.7
@@ -37,6 +39,13 @@ VERIFY_SIDE = 256
 #: A reduced-size verification score this close to the target (or above it) is re-checked on the
 #: full decode, so "clean" is always decided as a reader of the file would decode it.
 VERIFY_GUARD = 0.05
+
+#: Images whose long side exceeds this are, each escalation round, first censored and scored as
+#: a copy at the working resolution (:data:`WORK_SIDE`); a round whose copy still scores at least
+#: :data:`VERIFY_GUARD` above the target escalates without rendering, encoding and verifying the
+#: full-size image (a second of work per round on a 13-megapixel photo). Every accepted output is
+#: still verified at full size.
+PROXY_SIDE = 2 * WORK_SIDE
 
 #: An explainer maps a list of RGB [0, 1] images to (H, W) maps in [0, 1] at their sizes.
 MapsFn = Callable[[Sequence[np.ndarray]], Sequence[np.ndarray]]
@@ -211,7 +220,7 @@ def _shaped_regions(m: np.ndarray, threshold: float, dilate: int, min_area: int,
     if dilate:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
         binary = np.asarray(cv2.dilate(binary, kernel), np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    n, labels, stats, _ = components_with_stats(binary)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
     return keep[labels], int(keep.sum())
@@ -240,13 +249,14 @@ def as_decoded(image: np.ndarray, suffix: str = ".png", quality: int = 95) -> np
     return to_uint8(image).astype(np.float32) / np.float32(255.0)
 
 
-def _maps(explainer: MapsFn, bundle: Any, images: Sequence[np.ndarray],
+def _maps(explainer: MapsFn, bundle: Any, images: Callable[[], Sequence[np.ndarray]],
           prepared: np.ndarray | None) -> list[np.ndarray]:
-    """CAM maps (any resolution, resized where used); reuses the resized batch for a cam.Explainer."""
+    """CAM maps (any resolution, resized where used); reuses the resized batch for a cam.Explainer
+    (``images`` is then never called, so the images need not be built)."""
     from cam.explainer import Explainer
 
     if prepared is None or not isinstance(explainer, Explainer):
-        return [np.asarray(m, np.float32) for m in explainer(list(images))]
+        return [np.asarray(m, np.float32) for m in explainer(list(images()))]
     return [np.asarray(m, np.float32) for m in explainer.explain_prepared(prepared)]  # resized per use
 
 
@@ -294,13 +304,28 @@ def _resolve(handle: Any) -> np.ndarray | Exception:
 
 
 def _verified(image: np.ndarray, suffix: str, quality: int, min_side: int) -> tuple[np.ndarray, bytes | None]:
-    """(the output as a reader decodes it, reduced for JPEG; its encoded bytes for JPEG/WebP)."""
+    """(the output as a reader decodes it, reduced to a short side of ``min_side`` where larger;
+    its encoded bytes for JPEG/WebP, else None)."""
     from hardenkit.imageio import decode_image, encode_image, to_uint8
 
     if suffix.lower() in (".jpg", ".jpeg", ".webp"):
         data = encode_image(image, suffix.lower(), quality)
         return decode_image(data, min_side=min_side), data
-    return to_uint8(image).astype(np.float32) / np.float32(255.0), None  # uint8 input: as is
+    return _shrunk_uint8(to_uint8(image), min_side), None  # lossless: the 8-bit pixels, reduced
+
+
+def _shrunk_uint8(pixels: np.ndarray, min_side: int) -> np.ndarray:
+    """8-bit RGB ``pixels`` as float32 in [0, 1], area-shrunk in 8 bits to a short side of
+    ``min_side`` when larger: the float copy of a full-size photo would cost more than scoring it."""
+    import cv2
+
+    from hardenkit.imageio import pixels_to_float
+
+    h, w = pixels.shape[:2]
+    if min(h, w) > min_side:
+        s = min_side / min(h, w)
+        pixels = cv2.resize(pixels, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return pixels_to_float(pixels)
 
 
 def verify_scores(bundle: Any, outputs: Sequence[np.ndarray], suffixes: Sequence[str], quality: int,
@@ -309,7 +334,8 @@ def verify_scores(bundle: Any, outputs: Sequence[np.ndarray], suffixes: Sequence
 
     JPEG/WebP outputs are encoded once in memory; the score comes from a reduced-size decode
     (short side >= :data:`VERIFY_SIDE`) unless it lies within :data:`VERIFY_GUARD` of ``target``
-    or above, where the full decode decides. Lossless outputs are quantised to 8 bits.
+    or above, where the full decode decides. Lossless outputs are quantised to 8 bits and
+    scored the same way: reduced (area) first, at full size when near or above ``target``.
 
     Args:
         bundle: A :class:`hardenkit.modelio.ModelBundle`.
@@ -336,7 +362,8 @@ def verify_scores(bundle: Any, outputs: Sequence[np.ndarray], suffixes: Sequence
         done = list(pool.map(lambda a: _verified(a[0], a[1], quality, side), jobs))
     else:
         done = [_verified(im, sfx, quality, side) for im, sfx in jobs]
-    return _verified_scores(bundle, outputs, done, target)
+    scores, encoded, _ = _verified_scores(bundle, outputs, done, target)
+    return scores, encoded
 
 
 def _verify_side(bundle: Any) -> int:
@@ -344,15 +371,56 @@ def _verify_side(bundle: Any) -> int:
 
 
 def _verified_scores(bundle: Any, outputs: Sequence[np.ndarray], done: Sequence[tuple[np.ndarray, bytes | None]],
-                     target: float) -> tuple[np.ndarray, list[bytes | None]]:
-    from hardenkit.imageio import decode_image
+                     target: float) -> tuple[np.ndarray, list[bytes | None], np.ndarray | None]:
+    """(scores, encoded bytes, the model-input batch of the reduced decodes for re-explaining, or
+    None for a bundle that is not a :class:`hardenkit.modelio.ModelBundle`)."""
+    from hardenkit.imageio import decode_image, pixels_to_float, to_uint8
 
-    scores = sensitive_scores(bundle, [d for d, _ in done]).copy()
+    decoded = [d for d, _ in done]
+    prepared = _model_inputs(bundle, decoded)
+    scores = sensitive_scores(bundle, decoded if prepared is None else prepared).copy()
     close = [k for k, (d, data) in enumerate(done)
-             if data is not None and d.shape[:2] != outputs[k].shape[:2] and scores[k] >= target - VERIFY_GUARD]
-    if close:
-        scores[close] = sensitive_scores(bundle, [decode_image(done[k][1]) for k in close])  # type: ignore[arg-type]
-    return scores, [data for _, data in done]
+             if d.shape[:2] != outputs[k].shape[:2] and scores[k] >= target - VERIFY_GUARD]
+    if close:  # the full decode (JPEG/WebP) or the full 8-bit pixels (lossless) decide
+        full = []
+        for k in close:
+            data = done[k][1]
+            full.append(pixels_to_float(to_uint8(outputs[k])) if data is None else decode_image(data))
+        scores[close] = sensitive_scores(bundle, full)
+    return scores, [data for _, data in done], prepared
+
+
+def _model_inputs(bundle: Any, images: Sequence[np.ndarray]) -> np.ndarray | None:
+    """``bundle.prepare(images)`` for a :class:`hardenkit.modelio.ModelBundle` (None otherwise, or
+    when there are no images): the batch is scored, and re-explained if still flagged."""
+    from hardenkit.modelio import ModelBundle
+
+    return bundle.prepare(images) if isinstance(bundle, ModelBundle) and len(images) else None
+
+
+def _later(image: np.ndarray) -> Callable[[], np.ndarray]:
+    """The image as float32, computed only when called (a cam.Explainer never needs it)."""
+    return lambda: _as_float(image)
+
+
+def _proxy(image: np.ndarray) -> np.ndarray:
+    """The image area-shrunk to the working resolution (long side :data:`WORK_SIDE`), float32."""
+    import cv2
+
+    h, w = image.shape[:2]
+    s = WORK_SIDE / max(h, w)
+    small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return _as_float(np.asarray(small))
+
+
+def _mask_at(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A full-size mask at a working ``size``: a pixel is censored if any pixel it covers is, so the
+    trial hides at least what the full-size output hides (16 bits: one covered pixel in a cell of
+    up to 130,000 still averages above 0)."""
+    import cv2
+
+    m = np.asarray(mask, bool).astype(np.uint16) * np.uint16(65535)
+    return cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_AREA) > 0
 
 
 def censor_batch(
@@ -411,7 +479,8 @@ def censor_batch(
         explainer = make_explainer(bundle, config)
     if isinstance(explainer, LazyExplainer):
         explainer = explainer.get()
-    maps = dict(zip(candidates, _maps(explainer, bundle, [images[i] for i in candidates], prepared[candidates])))
+    maps = dict(zip(candidates, _maps(explainer, bundle, lambda: [images[i] for i in candidates],
+                                      prepared[candidates])))
     full_images: dict[int, np.ndarray] = {}
     for i, h in handles.items():
         value = _resolve(h)
@@ -438,6 +507,7 @@ def censor_batch(
     rounds = max_steps(config.max_rounds)
     target = config.clean_below
     side = _verify_side(bundle)
+    proxies: dict[int, np.ndarray] = {}
     for r in range(rounds):
         if not pending:
             break
@@ -451,22 +521,40 @@ def censor_batch(
                 more, n_more = region_pixels(remaps[i], size, *round_settings(config, 0, size), config)
                 masks[i] |= more
                 counts[i] += n_more
+        # per image still flagged: (its censored image to re-explain, its model-input row or None)
+        again: dict[int, tuple[Callable[[], np.ndarray], np.ndarray | None]] = {}
+        big = [i for i in pending if max(imgs[i].shape[:2]) > PROXY_SIDE and masks[i].any()]
+        if big:
+            for i in big:
+                proxies.setdefault(i, _proxy(imgs[i]))
+            trials = [censor(proxies[i], _mask_at(masks[i], proxies[i].shape[:2]), config.style, "mask", params)
+                      for i in big]
+            trial_rows = _model_inputs(bundle, trials)
+            trial_scores = sensitive_scores(bundle, trials if trial_rows is None else trial_rows)
+            for k, (i, s) in enumerate(zip(big, trial_scores)):
+                if s >= target + VERIFY_GUARD:  # clearly still flagged: escalate, no full-size render
+                    again[i] = (_later(trials[k]), None if trial_rows is None else trial_rows[k])
+        render = [i for i in pending if i not in again]
+        for i in render:
             cands[i] = censor(imgs[i], masks[i], config.style, "mask", params)
         # In this thread: handing the encodes to the decode/write pool measured no faster on 2
         # cores, and much slower at times (OpenCV's own threads then compete with the pool's).
-        done = [_verified(cands[i], sfx[i], config.quality, side) for i in pending]
-        after, enc = _verified_scores(bundle, [cands[i] for i in pending], done, target)
-        still = []
-        for i, s, data in zip(pending, after, enc):
+        done = [_verified(cands[i], sfx[i], config.quality, side) for i in render]
+        after, enc, checked = _verified_scores(bundle, [cands[i] for i in render], done, target)
+        for k, (i, s, data) in enumerate(zip(render, after, enc)):
             if s < target and masks[i].any():
                 results[i] = (cands[i], CensorInfo("censored", float(before[i]), float(s), counts[i],
                                                    float(masks[i].mean()), r + 1, masks[i], encoded=data))
             else:
-                still.append(i)
-        pending = still
+                again[i] = (_later(cands[i]), None if checked is None else checked[k])
+        pending = [i for i in pending if i in again]
         if config.reexplain and pending and r + 1 < rounds:
-            again = [_as_float(cands[i]) for i in pending]
-            remaps = dict(zip(pending, _maps(explainer, bundle, again, bundle.prepare(again))))
+            # A cam.Explainer reads the model-input batch verification just scored (the outputs as
+            # decoded, or the working-resolution trials): no second resize of full-size candidates.
+            rows = [again[i][1] for i in pending]
+            known = [x for x in rows if x is not None]
+            remaps = dict(zip(pending, _maps(explainer, bundle, lambda: [again[i][0]() for i in pending],
+                                             np.stack(known) if len(known) == len(rows) else None)))
     if pending:
         whole = {i: censor(imgs[i], np.ones(imgs[i].shape[:2], bool), config.style, "mask", params)
                  for i in pending}

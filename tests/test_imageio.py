@@ -162,3 +162,23 @@ def test_atomic_writes_get_umask_permissions_and_leave_nothing_on_failure(tmp_pa
             Path(tmp).write_text("half")
             raise RuntimeError("killed mid-write")
     assert (tmp_path / "a.txt").read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.png"]
+
+
+def test_opaque_alpha_is_dropped_and_read_exactly_like_rgb(tmp_path: Path) -> None:
+    from hardenkit.imageio import pixels_to_float, read_image_pixels, read_image_preview
+
+    rgb = (np.arange(40 * 50 * 3).reshape(40, 50, 3) % 251).astype(np.uint8)
+    opaque = np.concatenate([rgb, np.full((40, 50, 1), 255, np.uint8)], axis=2)
+    Image.fromarray(opaque, "RGBA").save(tmp_path / "opaque.png")
+    Image.fromarray(rgb, "RGB").save(tmp_path / "rgb.png")
+    pixels = read_image_pixels(tmp_path / "opaque.png")
+    assert pixels.dtype == np.uint8 and pixels.shape == (40, 50, 3) and (pixels == rgb).all()
+    assert (read_image(tmp_path / "opaque.png") == read_image(tmp_path / "rgb.png")).all()
+    assert (pixels_to_float(pixels) == read_image(tmp_path / "opaque.png")).all()
+    preview, full = read_image_preview(tmp_path / "opaque.png", 20)
+    assert full is not None and full.shape == (40, 50, 3) and preview.shape == (20, 25, 3)
+    seen = opaque.copy()
+    seen[0, 0, 3] = 254  # one pixel not opaque: the alpha is kept and composited
+    Image.fromarray(seen, "RGBA").save(tmp_path / "seen.png")
+    kept = read_image_pixels(tmp_path / "seen.png")
+    assert kept.shape == (40, 50, 4) and (pixels_to_float(kept) == read_image(tmp_path / "seen.png")).all()

@@ -599,3 +599,64 @@ def test_folder_of_big_jpegs_censors_at_full_size_and_writes_the_verified_bytes(
     written = read_image(tmp_path / "out" / "flagged.jpg")
     assert written.shape == big.shape
     assert float(bundle.sensitive_score([written])[0]) == pytest.approx(rows["flagged.jpg"].score_after)
+
+
+# --- cheaper verification of lossless outputs, working-resolution trials for big images -------------
+
+def test_lossless_outputs_are_verified_reduced_unless_near_the_target() -> None:
+    from mosaic.censoring import VERIFY_GUARD, VERIFY_SIDE, verify_scores
+
+    out = (np.full((600, 700, 3), 0.95, np.float32) * 255).round().astype(np.uint8)
+    far = SizeBundle(600, low=0.1, high=0.9)
+    scores, enc = verify_scores(far, [out], [".png"], 95, 0.5)
+    assert enc == [None] and scores[0] == pytest.approx(0.1) and far.heights == [VERIFY_SIDE]
+    near = SizeBundle(600, low=0.5 - VERIFY_GUARD / 2, high=0.9)
+    scores, _ = verify_scores(near, [out], [".png"], 95, 0.5)
+    assert scores[0] == pytest.approx(0.9) and near.heights == [VERIFY_SIDE, 600]  # full size decided
+
+
+def test_styles_components_match_opencv_default() -> None:
+    import cv2
+
+    from mosaic.styles import components_with_stats
+
+    m = (np.random.default_rng(4).random((90, 120)) > 0.6).astype(np.uint8)
+    n, labels, stats, _ = components_with_stats(m)
+    n2, labels2, stats2, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    assert n == n2 and (labels == labels2).all() and (stats == stats2).all()
+
+
+class CountingBundle(ShareBundle):
+    """ShareBundle that records the sizes of the images it scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int]] = []
+
+    def sensitive_score(self, images: Sequence[np.ndarray] | np.ndarray, batch_size: int = 64) -> np.ndarray:
+        self.sizes += [tuple(np.shape(im)[:2]) for im in images]
+        return super().sensitive_score(images)
+
+
+def test_big_images_escalate_on_working_resolution_trials_and_verify_at_full_size() -> None:
+    import cv2
+
+    from mosaic.censoring import PROXY_SIDE, VERIFY_SIDE, WORK_SIDE
+
+    side = PROXY_SIDE + 200
+    big = np.zeros((side, side, 3), np.float32)
+    big[300:700, 300:700] = 1.0  # the bright block the model "sees"
+    u8 = (big * 255).astype(np.uint8)
+    preview = cv2.resize(big, (64, 64), interpolation=cv2.INTER_AREA)
+    bundle = CountingBundle()
+    # a map narrower than the block: the first rounds hide too little and escalate
+    cfg = MosaicConfig(style="solid", max_rounds=6, region_threshold=0.8)
+    (out, info), = mosaic.censor_batch(bundle, [preview], cfg, FakeExplainer(sigma=5), [".png"], full=lambda i: u8)
+    assert info.status == "censored" and out is not None and out.dtype == np.uint8 and out.shape == u8.shape
+    assert info.rounds > 1 and info.mask is not None and info.mask[420:580, 420:580].all()
+    sizes = list(bundle.sizes)
+    assert len([s for s in sizes if s == (WORK_SIDE, WORK_SIDE)]) == info.rounds  # a trial per round ...
+    assert sizes[-1] == (VERIFY_SIDE, VERIFY_SIDE)  # ... and one (reduced) check of the rendered output
+    assert (side, side) not in sizes and len(sizes) == 1 + info.rounds + 1
+    assert float(bundle.sensitive_score([out])[0]) < cfg.threshold  # the full-size output passes
+    assert (out[~info.mask] == u8[~info.mask]).all()  # nothing outside the mask changed
