@@ -41,7 +41,8 @@ class SensitiveScore:
 
     def __init__(self, indices: Sequence[int] | Sequence[Sequence[int]], log_odds: bool = False,
                  zero_value: bool = False) -> None:
-        self.indices = [list(i) if isinstance(i, (list, tuple, np.ndarray)) else int(i) for i in indices]
+        self.indices: list[Any] = [list(i) if isinstance(i, (list, tuple, np.ndarray)) else int(i)  # type: ignore[arg-type]
+                                   for i in indices]
         self.log_odds = log_odds
         self.zero_value = zero_value
 
@@ -50,10 +51,10 @@ class SensitiveScore:
         if self.indices and isinstance(self.indices[0], list):
             m = np.zeros((len(self.indices), k), bool)
             for row, idx in enumerate(self.indices):
-                m[row, idx] = True  # type: ignore[index]
+                m[row, idx] = True
             return m
         m1 = np.zeros(k, bool)
-        m1[self.indices] = True  # type: ignore[index]
+        m1[self.indices] = True
         return m1
 
     def __call__(self, output: Any) -> Any:
