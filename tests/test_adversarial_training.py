@@ -101,3 +101,20 @@ def test_score_ranks_an_epoch_below_the_clean_floor_under_every_acceptable_one()
         clean, robust = res["clean_accuracy"], res["robust_accuracy"]
         want = 0.5 * (clean + robust) if floor == 0.0 else clean - 1.0
         assert res["score"] == pytest.approx(want, abs=1e-6)
+
+
+def test_training_and_validation_attacks_use_their_own_budgets() -> None:
+    import tensorflow as tf
+
+    from hardening.adversarial import AdversarialTrainer
+
+    seed_everything(0)
+    x, y, _ = planted_batch(16)
+    t = AdversarialTrainer(tiny_model(), eps=0.08, eval_eps=0.02, steps=2)
+    train_delta = np.abs(np.asarray(t.adversarial_batch(x, y)) - x).max()
+    val_delta = np.abs(np.asarray(t._attack(tf.constant(x), tf.constant(y), 3, 0.01, eps=t.eval_eps)) - x).max()
+    assert 0.02 + 1e-6 < train_delta <= 0.08 + 1e-6  # the training attack goes past the validation budget
+    assert val_delta <= 0.02 + 1e-6
+    assert AdversarialTrainer(tiny_model(), eps=0.05).eval_eps == 0.05  # defaults to eps
+    with pytest.raises(ValueError, match="eval_eps"):
+        AdversarialTrainer(tiny_model(), eps=0.05, eval_eps=2.0)

@@ -54,6 +54,8 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"clean_fraction": -0.1}, r"expected 0.0 <= clean_fraction <= 1.0, got -0.1"),
     ({"objective": "madry"}, r"expected objective 'mix' or 'trades', got 'madry'"),
     ({"trades_beta": -1}, r"expected trades_beta >= 0, got -1"),
+    ({"train_eps": 0}, r"expected 0.0 < train_eps <= 1.0, got 0"),
+    ({"train_eps": 1.5}, r"expected 0.0 < train_eps <= 1.0, got 1.5"),
 ])
 def test_config_validation(kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
