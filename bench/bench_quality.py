@@ -322,7 +322,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         out = work / "plain-harden"
         shutil.rmtree(out, ignore_errors=True)
         hc = HardenConfig(rounds=cfg["madry_rounds"], data=str(plain), model=str(base.path), out=str(out),
-                          eps=MADRY_EPS, pgd_steps=7, eval_steps=10, clean_fraction=0.0,  # Madry: adversarial only
+                          eps=MADRY_EPS, train_eps=MADRY_EPS, pgd_steps=7, eval_steps=10, clean_fraction=0.0,  # Madry: adversarial only
                           weights={"cam_erasure": 0, "attention": 0, "adversarial": 1, "jacobian": 0, "pool": 0},
                           max_per_kind=n_tr, drift_images=0)
         res = run_loop(hc)

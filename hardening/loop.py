@@ -372,7 +372,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         if adv_w > 0:
             from .adversarial import AdversarialTrainer
 
-            model = AdversarialTrainer(inner, eps=cfg.train_eps or cfg.eps, eval_eps=cfg.eps, steps=cfg.pgd_steps,
+            model = AdversarialTrainer(inner, eps=cfg.attack_eps, eval_eps=cfg.eps, steps=cfg.pgd_steps,
                                        adversarial_weight=adv_w,
                                        fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 3),
                                        clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,

@@ -167,3 +167,10 @@ def test_best_round_never_a_model_that_lost_its_clean_accuracy() -> None:
     floor = 0.88 - HardenConfig().max_clean_drop
     assert max(rounds, key=lambda m: selection_score(m, floor))["round"] == 2
     assert max(rounds[:2], key=lambda m: selection_score(m, floor))["round"] == 0
+
+
+def test_training_attack_budget_defaults_past_the_measured_one() -> None:
+    assert HardenConfig().attack_eps == pytest.approx(10 / 255)  # 1.25 x the default 8/255
+    assert HardenConfig(eps=4 / 255).attack_eps == pytest.approx(5 / 255)
+    assert HardenConfig(train_eps=8 / 255).attack_eps == pytest.approx(8 / 255)
+    assert HardenConfig(eps=0.9).attack_eps == 1.0
