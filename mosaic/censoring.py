@@ -23,7 +23,7 @@ import numpy as np
 from hardenkit.testkit import max_steps
 
 from .config import MosaicConfig, parse_color
-from .styles import StyleParams, censor, components_with_stats, region_mask
+from .styles import Part, StyleParams, _censor_parts, censor, components_with_stats, region_mask
 
 #: Per escalation round the CAM region threshold is multiplied by this.
 THRESHOLD_DECAY = 0.7
@@ -187,18 +187,81 @@ def region_pixels(cam_map: np.ndarray, size: tuple[int, int], threshold: float, 
     """
     import cv2
 
+    low, n = _working_regions(cam_map, size, threshold, dilate, config)
+    if low.shape == tuple(size):
+        return low, n
+    return cv2.resize(low.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0, n
+
+
+def _work_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The working resolution of an image of ``size``: long side at most :data:`WORK_SIDE`."""
+    h, w = size
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    return (h, w) if scale >= 1.0 else (max(1, round(h * scale)), max(1, round(w * scale)))
+
+
+def _working_regions(cam_map: np.ndarray, size: tuple[int, int], threshold: float, dilate: int,
+                     config: MosaicConfig) -> tuple[np.ndarray, int]:
+    """:func:`region_pixels` before the upscale: (mask at :func:`_work_size` of ``size``, regions)."""
     from hardenkit.imageio import resize
 
     h, w = size
-    scale = min(1.0, WORK_SIDE / max(h, w))
-    if scale < 1.0:
-        wh, ww = max(1, round(h * scale)), max(1, round(w * scale))
+    wh, ww = _work_size(size)
+    if (wh, ww) != (h, w):
+        scale = min(1.0, WORK_SIDE / max(h, w))
         small = resize(np.asarray(cam_map, np.float32), (wh, ww))
-        low, n = _shaped_regions(small, threshold, int(round(dilate * scale)),
-                                 max(1, int(config.min_area * scale * scale)), config.shape)
-        return cv2.resize(low.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0, n
+        return _shaped_regions(small, threshold, int(round(dilate * scale)),
+                               max(1, int(config.min_area * scale * scale)), config.shape)
     m = cam_map if cam_map.shape == (h, w) else resize(np.asarray(cam_map, np.float32), (h, w))
     return _shaped_regions(m, threshold, dilate, config.min_area, config.shape)
+
+
+def _nearest_index(n_low: int, n_full: int) -> np.ndarray:
+    """Per full-size row (or column), the working-resolution one ``cv2.resize`` INTER_NEAREST
+    copies into it (asked of OpenCV itself, so it is its mapping exactly)."""
+    import cv2
+
+    line = np.arange(n_low, dtype=np.int32)[None, :]
+    return np.asarray(cv2.resize(line, (n_full, 1), interpolation=cv2.INTER_NEAREST))[0]
+
+
+def _full_parts(low: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, list[Part]]:
+    """(the working-resolution mask ``low`` upscaled to ``size`` as :func:`region_pixels` does, its
+    connected components as :func:`mosaic.styles._censor_parts` takes them).
+
+    Nearest-neighbour upscaling maps connected components one to one (every working pixel becomes
+    a block of at least one pixel; touching blocks come only from touching pixels), so the labels
+    are found at the working resolution and upscaled, instead of labelling the full-size mask
+    again (85 ms vs 10 ms on a 12-megapixel mask). Components are ordered by full-size area, as
+    :func:`mosaic.censor` orders them.
+    """
+    import cv2
+
+    from .styles import components_with_stats
+
+    h, w = size
+    n, labels, stats, _ = components_with_stats(np.asarray(low, np.uint8))
+    if n <= 1:
+        return np.zeros((h, w), bool), []
+    areas: np.ndarray
+    if low.shape == (h, w):
+        full_labels, areas = labels, stats[:, cv2.CC_STAT_AREA]
+        boxes = [(int(x), int(y), int(x + bw), int(y + bh)) for x, y, bw, bh in stats[:, :4].tolist()]
+    else:
+        full_labels = np.asarray(cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST))
+        ys, xs = _nearest_index(low.shape[0], h), _nearest_index(low.shape[1], w)
+        rows, cols = np.bincount(ys, minlength=low.shape[0]), np.bincount(xs, minlength=low.shape[1])
+        areas = np.bincount(labels.ravel(), weights=np.outer(rows, cols).ravel(), minlength=n)
+        boxes = []
+        for x, y, bw, bh in stats[:, :4].tolist():  # the full-size rows/columns copying the box's
+            boxes.append((int(np.searchsorted(xs, x)), int(np.searchsorted(ys, y)),
+                          int(np.searchsorted(xs, x + bw)), int(np.searchsorted(ys, y + bh))))
+    order = sorted(range(1, n), key=lambda i: -areas[i])
+    parts: list[Part] = []
+    for i in order:
+        x0, y0, x1, y1 = boxes[i]
+        parts.append((boxes[i], full_labels[y0:y1, x0:x1] == i))
+    return full_labels > 0, parts
 
 
 def _shaped_regions(m: np.ndarray, threshold: float, dilate: int, min_area: int,
@@ -501,7 +564,11 @@ def censor_batch(
         return results
     imgs = {i: full_images.get(i, images[i]) for i in flagged}
     params = _style_params(config)
+    # The censored pixels are kept at the working resolution (they are found there) and
+    # upscaled once per round, with their components (see _full_parts).
+    lows = {i: np.zeros(_work_size(imgs[i].shape[:2]), bool) for i in flagged}
     masks = {i: np.zeros(imgs[i].shape[:2], bool) for i in flagged}
+    parts: dict[int, list[Part]] = {}
     remaps: dict[int, np.ndarray] = {}
     pending = list(flagged)
     rounds = max_steps(config.max_rounds)
@@ -515,12 +582,13 @@ def censor_batch(
         for i in pending:
             size = imgs[i].shape[:2]
             thr, dil = round_settings(config, r, size)
-            grown, counts[i] = region_pixels(maps[i], size, thr, dil, config)
-            masks[i] |= grown  # grows monotonically round by round
+            grown, counts[i] = _working_regions(maps[i], size, thr, dil, config)
+            lows[i] |= grown  # grows monotonically round by round
             if i in remaps:  # what still drives the score once the first regions are hidden
-                more, n_more = region_pixels(remaps[i], size, *round_settings(config, 0, size), config)
-                masks[i] |= more
+                more, n_more = _working_regions(remaps[i], size, *round_settings(config, 0, size), config)
+                lows[i] |= more
                 counts[i] += n_more
+            masks[i], parts[i] = _full_parts(lows[i], size)
         # per image still flagged: (its censored image to re-explain, its model-input row or None)
         again: dict[int, tuple[Callable[[], np.ndarray], np.ndarray | None]] = {}
         big = [i for i in pending if max(imgs[i].shape[:2]) > PROXY_SIDE and masks[i].any()]
@@ -536,7 +604,7 @@ def censor_batch(
                     again[i] = (_later(trials[k]), None if trial_rows is None else trial_rows[k])
         render = [i for i in pending if i not in again]
         for i in render:
-            cands[i] = censor(imgs[i], masks[i], config.style, "mask", params)
+            cands[i] = _censor_parts(imgs[i], parts[i], config.style, "mask", params)
         # In this thread: handing the encodes to the decode/write pool measured no faster on 2
         # cores, and much slower at times (OpenCV's own threads then compete with the pool's).
         done = [_verified(cands[i], sfx[i], config.quality, side) for i in render]

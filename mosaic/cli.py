@@ -19,6 +19,9 @@ from hardenkit.cli import handle_errors, load_bundle, model_options, print_json
 from .config import DEFAULT_METHOD, SHAPES, MosaicConfig, parse_shard
 from .styles import STYLES
 
+#: The option defaults come from here, so ``--help`` and the library cannot disagree.
+_DEFAULTS = MosaicConfig()
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hardenkit")
@@ -41,7 +44,7 @@ def main() -> None:
               help="Censor each region's bounding box, the ellipse inscribed in it, or its exact pixels.")
 @click.option("--threshold", type=float, default=0.5, show_default=True,
               help="Sensitive score at or above which an image is censored.")
-@click.option("--region-threshold", type=float, default=0.08, show_default=True,
+@click.option("--region-threshold", type=float, default=_DEFAULTS.region_threshold, show_default=True,
               help="CAM region threshold, as a fraction of the heatmap's maximum.")
 @click.option("--method", type=click.Choice(list(METHODS)), default=None,
               help=f"CAM method locating the regions. Default: {DEFAULT_METHOD} at a finer layer "
@@ -50,7 +53,7 @@ def main() -> None:
               help="CAM target layer. Default: see --method (an explicit method reads the last 4-D layer).")
 @click.option("--dilate", type=int, default=None, metavar="PX",
               help="Grow regions by PX pixels. Default: --margin x the image's short side.")
-@click.option("--margin", type=float, default=0.015, show_default=True,
+@click.option("--margin", type=float, default=_DEFAULTS.margin, show_default=True,
               help="Default region growth, as a fraction of the image's short side.")
 @click.option("--block", type=int, default=None, metavar="PX",
               help="Pixelate block size. Default: max(4, region short side / 6).")

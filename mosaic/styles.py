@@ -44,6 +44,9 @@ class StyleParams:
 
 StyleFn = Callable[[np.ndarray, np.ndarray, StyleParams, np.random.Generator], np.ndarray]
 
+#: One region to censor: its box (x0, y0, x1, y1) and its pixels inside the box (or image-sized).
+Part = tuple[tuple[int, int, int, int], np.ndarray]
+
 
 def _short(crop: np.ndarray) -> int:
     return int(min(crop.shape[0], crop.shape[1]))
@@ -190,7 +193,7 @@ def components_with_stats(binary: np.ndarray) -> tuple[int, np.ndarray, np.ndarr
     return int(n), labels, stats, centroids
 
 
-def _components(mask: np.ndarray) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
+def _components(mask: np.ndarray) -> list[Part]:
     """(box, the component's pixels inside the box) per connected component of a bool mask, in
     :func:`as_regions` order (largest first); nothing image-sized is allocated per region."""
     import cv2
@@ -259,8 +262,6 @@ def censor(
         >>> bool((out[~m] == img[~m]).all()), float((out[m] != img[m]).mean()) > 0.9
         (True, True)
     """
-    from hardenkit.imageio import pixels_to_float, to_uint8
-
     if style not in STYLES:
         raise ValueError(f"expected style in {sorted(STYLES)}, got {style!r}")
     img = np.asarray(image)
@@ -268,11 +269,19 @@ def censor(
         img = img.astype(np.float32, copy=False)
     if isinstance(regions_or_mask, np.ndarray) and regions_or_mask.shape != img.shape[:2]:
         raise ValueError(f"expected a mask of shape {img.shape[:2]}, got {regions_or_mask.shape}")
-    p = params or StyleParams()
-    fn = STYLES[style]
-    out = img.copy()
     parts = (_components(regions_or_mask) if isinstance(regions_or_mask, np.ndarray)
              else [(r.box, r.mask) for r in regions_or_mask])
+    return _censor_parts(img, parts, style, shape, params or StyleParams())
+
+
+def _censor_parts(img: np.ndarray, parts: Sequence[Part], style: str, shape: str, p: StyleParams) -> np.ndarray:
+    """:func:`censor` of a float or uint8 ``img`` (style and shape valid) whose regions are
+    already split into parts, in :func:`_components` order: :func:`mosaic.censor_batch` builds
+    them from its working-resolution labels, sparing a labelling pass over the full-size mask."""
+    from hardenkit.imageio import pixels_to_float, to_uint8
+
+    fn = STYLES[style]
+    out = np.array(img, np.float32) if img.dtype != np.uint8 else img.copy()
     for box, rmask in parts:
         x0, y0, x1, y1 = box
         keep = _shape_in_box(rmask, box, shape)

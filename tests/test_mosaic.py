@@ -428,7 +428,7 @@ def test_default_cam_is_layercam_at_the_finer_layer_unless_method_or_layer_given
     assert make_explainer(b, MosaicConfig(method="gradcam")).layer_name == "coarse"
     assert make_explainer(b, MosaicConfig(layer="coarse")).layer_name == "coarse"
     d = MosaicConfig()
-    assert (d.cam_method, d.region_threshold, d.margin) == ("layercam", 0.08, 0.015)
+    assert (d.cam_method, d.region_threshold, d.margin) == ("layercam", 0.11, 0.015)
 
 
 def test_cli_method_defaults_to_the_config_default_and_layer_is_passed(tmp_path: Path,
@@ -660,3 +660,40 @@ def test_big_images_escalate_on_working_resolution_trials_and_verify_at_full_siz
     assert (side, side) not in sizes and len(sizes) == 1 + info.rounds + 1
     assert float(bundle.sensitive_score([out])[0]) < cfg.threshold  # the full-size output passes
     assert (out[~info.mask] == u8[~info.mask]).all()  # nothing outside the mask changed
+
+
+@pytest.mark.parametrize("size", [(1200, 1599), (777, 1033), (513, 300), (64, 64)])
+def test_full_size_components_come_from_the_working_resolution_labels(size: tuple[int, int]) -> None:
+    import cv2
+
+    from mosaic.censoring import _full_parts, _work_size
+    from mosaic.styles import StyleParams, _censor_parts, _components
+
+    rng = np.random.default_rng(size[0])
+    low = cv2.GaussianBlur(rng.random(_work_size(size)).astype(np.float32), (0, 0), 3) > 0.53
+    upscaled = cv2.resize(low.astype(np.uint8), (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
+    mask, parts = _full_parts(low, size)
+    assert mask.shape == size and (mask == upscaled).all()  # the mask region_pixels gives
+
+    def key(ps: Sequence[tuple[tuple[int, int, int, int], np.ndarray]]) -> list[tuple[Any, bytes]]:
+        return sorted((box, m.tobytes()) for box, m in ps)
+
+    assert len(parts) > 5 and key(parts) == key(_components(upscaled))  # labelling it again: the same
+    img = (rng.random((*size, 3)) * 255).astype(np.uint8)
+    rendered = _censor_parts(img, parts, "pixelate", "mask", StyleParams())
+    assert (rendered == censor(img, upscaled, "pixelate", "mask")).all()
+    assert _full_parts(np.zeros(_work_size(size), bool), size)[1] == []
+
+
+def test_censor_batch_output_is_censor_of_its_mask_on_a_big_image() -> None:
+    from mosaic.censoring import WORK_SIDE
+
+    side = WORK_SIDE * 2 + 37  # rendered at full size from working-resolution components
+    rng = np.random.default_rng(3)
+    big = (rng.random((side, side + 11, 3)) * 0.5).astype(np.float32)
+    yy, xx = np.mgrid[200:520, 300:640]
+    big[200:520, 300:640] = np.where((yy + xx) % 2 == 0, 1.0, 0.5)[..., None]  # pixelated: dark enough
+    cfg = MosaicConfig(style="pixelate", region_threshold=0.3)
+    (out, info), = mosaic.censor_batch(ShareBundle(), [big], cfg, FakeExplainer(centre=(360, 470), sigma=90))
+    assert info.status == "censored" and out is not None and info.mask is not None and info.regions >= 1
+    assert (out == censor(big, info.mask, "pixelate", "mask")).all()
