@@ -88,20 +88,26 @@ def _real_photos(bundle: Any, quick: bool, work: Path) -> dict[str, Any]:
         t_nude.append(time.perf_counter() - t)
     assert rep is not None
 
-    # the floor: decode + forward + CAM (on the images that get censored), each alone
-    t = time.perf_counter()
-    images = [read_image(f) for f in files]
-    t_decode = time.perf_counter() - t
+    # The floor: decode + forward + CAM (on the images that get censored), each alone, each the
+    # best of as many runs as mosaic got, and the forward pass through the same compiled call
+    # mosaic scores with (a plain Keras call costs more Python per batch and would flatter us).
+    from mosaic.censoring import sensitive_scores
+
+    t_decode = t_forward = t_cam = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        images = [read_image(f) for f in files]
+        t_decode = min(t_decode, time.perf_counter() - t)
+        t = time.perf_counter()
+        scores = np.concatenate([sensitive_scores(bundle, images[i:i + cfg.batch_size])
+                                 for i in range(0, len(images), cfg.batch_size)])
+        t_forward = min(t_forward, time.perf_counter() - t)
+        flagged = [im for im, s in zip(images, scores) if s >= cfg.threshold]
+        t = time.perf_counter()
+        for i in range(0, len(flagged), cfg.batch_size):
+            explainer(flagged[i:i + cfg.batch_size])
+        t_cam = min(t_cam, time.perf_counter() - t)
     pixels = sum(im.shape[0] * im.shape[1] for im in images)
-    t = time.perf_counter()
-    scores = np.concatenate([bundle.sensitive_score(bundle.prepare(images[i:i + cfg.batch_size]))
-                             for i in range(0, len(images), cfg.batch_size)])
-    t_forward = time.perf_counter() - t
-    flagged = [im for im, s in zip(images, scores) if s >= cfg.threshold]
-    t = time.perf_counter()
-    for i in range(0, len(flagged), cfg.batch_size):
-        explainer(flagged[i:i + cfg.batch_size])
-    t_cam = time.perf_counter() - t
     e2e = min(t_mosaic)
     floor = t_decode + t_forward + t_cam
     n = len(files)
