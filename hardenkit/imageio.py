@@ -182,7 +182,7 @@ def read_image_preview(
         ((256, 341, 3), dtype('uint8'))
     """
     pixels, reduced = _read(Path(path), max_pixels, background, min_side, raw=True)
-    small = _shrunk(pixels, min_side, background)
+    small = shrink_pixels(pixels, min_side, background)
     if small is not None:
         return small, (None if reduced else pixels)
     out = pixels_to_float(pixels, background)
@@ -199,9 +199,17 @@ def _raw_pixels(img: Image.Image, background: float) -> np.ndarray:
     return _to_float_rgb(upright, background)
 
 
-def _shrunk(pixels: np.ndarray, min_side: int, background: float) -> np.ndarray | None:
-    """RGB float32 ``pixels`` area-shrunk to a short side of ``min_side`` (alpha composited), or
-    None when they are not larger than that."""
+def shrink_pixels(pixels: np.ndarray, min_side: int, background: float = NEUTRAL_BACKGROUND) -> np.ndarray | None:
+    """Decoded ``pixels`` (8-bit RGB/RGBA or float RGB) area-shrunk to a short side of
+    ``min_side``, as float32 RGB in [0, 1] (alpha composited over ``background``), or None when
+    they are not larger than that. Shrinking the 8-bit pixels first spares a full-size float copy.
+
+    Example:
+        >>> shrink_pixels(np.zeros((40, 80, 3), np.uint8), 10).shape
+        (10, 20, 3)
+        >>> shrink_pixels(np.zeros((8, 8, 3), np.uint8), 10) is None
+        True
+    """
     import cv2
 
     h, w = pixels.shape[:2]
@@ -536,7 +544,7 @@ def decode_image(data: bytes, min_side: int | None = None, background: float = N
             img.load()
             if min_side is not None:
                 pixels = _raw_pixels(img, background)
-                small = _shrunk(pixels, min_side, background)
+                small = shrink_pixels(pixels, min_side, background)
                 return small if small is not None else pixels_to_float(pixels, background)
             upright: Image.Image = ImageOps.exif_transpose(img) or img
             return _to_float_rgb(upright, background)

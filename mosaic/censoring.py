@@ -369,26 +369,14 @@ def _resolve(handle: Any) -> np.ndarray | Exception:
 def _verified(image: np.ndarray, suffix: str, quality: int, min_side: int) -> tuple[np.ndarray, bytes | None]:
     """(the output as a reader decodes it, reduced to a short side of ``min_side`` where larger;
     its encoded bytes for JPEG/WebP, else None)."""
-    from hardenkit.imageio import decode_image, encode_image, to_uint8
+    from hardenkit.imageio import decode_image, encode_image, pixels_to_float, shrink_pixels, to_uint8
 
     if suffix.lower() in (".jpg", ".jpeg", ".webp"):
         data = encode_image(image, suffix.lower(), quality)
         return decode_image(data, min_side=min_side), data
-    return _shrunk_uint8(to_uint8(image), min_side), None  # lossless: the 8-bit pixels, reduced
-
-
-def _shrunk_uint8(pixels: np.ndarray, min_side: int) -> np.ndarray:
-    """8-bit RGB ``pixels`` as float32 in [0, 1], area-shrunk in 8 bits to a short side of
-    ``min_side`` when larger: the float copy of a full-size photo would cost more than scoring it."""
-    import cv2
-
-    from hardenkit.imageio import pixels_to_float
-
-    h, w = pixels.shape[:2]
-    if min(h, w) > min_side:
-        s = min_side / min(h, w)
-        pixels = cv2.resize(pixels, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return pixels_to_float(pixels)
+    pixels = to_uint8(image)  # lossless: the 8-bit pixels, shrunk in 8 bits where larger
+    small = shrink_pixels(pixels, min_side)
+    return (pixels_to_float(pixels) if small is None else small), None
 
 
 def verify_scores(bundle: Any, outputs: Sequence[np.ndarray], suffixes: Sequence[str], quality: int,
@@ -470,10 +458,8 @@ def _proxy(image: np.ndarray) -> np.ndarray:
     """The image area-shrunk to the working resolution (long side :data:`WORK_SIDE`), float32."""
     import cv2
 
-    h, w = image.shape[:2]
-    s = WORK_SIDE / max(h, w)
-    small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return _as_float(np.asarray(small))
+    h, w = _work_size(image.shape[:2])
+    return _as_float(np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)))
 
 
 def _mask_at(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
