@@ -182,3 +182,26 @@ def test_opaque_alpha_is_dropped_and_read_exactly_like_rgb(tmp_path: Path) -> No
     Image.fromarray(seen, "RGBA").save(tmp_path / "seen.png")
     kept = read_image_pixels(tmp_path / "seen.png")
     assert kept.shape == (40, 50, 4) and (pixels_to_float(kept) == read_image(tmp_path / "seen.png")).all()
+
+
+def test_grey_rgb_is_written_as_one_channel_and_reads_back_the_same(tmp_path: Path) -> None:
+    from hardenkit.imageio import encode_image, is_grey
+
+    grey = np.repeat(_rgb(40, 30)[..., :1], 3, axis=2)
+    colour = grey.copy()
+    colour[39, 29, 2] ^= 1  # one channel of one pixel differs (outside the sparse pre-check)
+    assert is_grey(grey) and not is_grey(colour) and not is_grey(_rgb())
+    write_image(tmp_path / "g.png", grey)
+    write_image(tmp_path / "c.png", colour)
+    assert Image.open(tmp_path / "g.png").mode == "L" and Image.open(tmp_path / "c.png").mode == "RGB"
+    assert np.array_equal((read_image(tmp_path / "g.png") * 255).round().astype(np.uint8), grey)
+    assert np.array_equal((read_image(tmp_path / "c.png") * 255).round().astype(np.uint8), colour)
+    jpg = encode_image(grey, ".jpg")
+    from io import BytesIO
+
+    assert Image.open(BytesIO(jpg)).mode == "L"
+    # an ICC profile describes RGB: such an image stays RGB
+    src = tmp_path / "icc.jpg"
+    Image.fromarray(_rgb(8, 8)).save(src, icc_profile=b"\0" * 128)
+    write_image(tmp_path / "keep.jpg", grey, metadata_from=src)
+    assert Image.open(tmp_path / "keep.jpg").mode == "RGB"

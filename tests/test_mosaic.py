@@ -478,7 +478,9 @@ def test_censor_with_a_mask_equals_censor_with_its_regions_and_uint8_matches_flo
         assert (via_mask == censor(img, as_regions(m), style, "mask")).all()
         out8 = censor(u8, m, style, "mask")
         assert out8.dtype == np.uint8 and (out8[~m] == u8[~m]).all()
-        assert (out8 == to_uint8(via_mask)).all()
+        # pixelate takes the 8-bit block means directly: at most one level off the float path
+        diff = np.abs(out8.astype(int) - to_uint8(via_mask).astype(int))
+        assert diff.max() <= (1 if style == "pixelate" else 0)
 
 
 # --- previews, verification as decoded, full-size decode only where needed ---------------------------
