@@ -5,7 +5,8 @@ resolution. The censored image is scored again *as it would be decoded* (quantis
 a JPEG/WebP output is encoded once, in memory, and those bytes are scored and then written, see
 :func:`verify_scores`); while it is still flagged the regions grow
 (lower region threshold, more dilation) for up to ``max_rounds`` rounds, after which the
-whole image is censored and marked ``unresolved``. Work is done in batches: one forward pass
+whole image is censored (in the style; in one flat colour if the model still flags that) and
+marked ``unresolved``. Work is done in batches: one forward pass
 and one CAM pass per batch, one forward pass per escalation round. Big images (long side over
 :data:`PROXY_SIDE`) are tried at the working resolution first each round, so only a round likely
 to pass is rendered and verified at full size.
@@ -617,6 +618,17 @@ def censor_batch(
                  for i in pending}
         after, enc = verify_scores(bundle, [whole[i] for i in pending], [sfx[i] for i in pending],
                                    config.quality, target)
+        # The last resort must not leak: a whole image the style leaves flagged (a pixelated
+        # scene the model still recognises) is filled with the solid colour (--color) instead.
+        flat = [k for k, s in enumerate(after) if s >= target and config.style != "solid"]
+        if flat:
+            for k in flat:
+                i = pending[k]
+                whole[i] = censor(imgs[i], np.ones(imgs[i].shape[:2], bool), "solid", "mask", params)
+            s2, e2 = verify_scores(bundle, [whole[pending[k]] for k in flat], [sfx[pending[k]] for k in flat],
+                                   config.quality, target)
+            for k, s, data in zip(flat, s2, e2):
+                after[k], enc[k] = s, data
         for i, s, data in zip(pending, after, enc):
             results[i] = (whole[i], CensorInfo("unresolved", float(before[i]), float(s), 0, 1.0, rounds,
                                                np.ones(imgs[i].shape[:2], bool), encoded=data))

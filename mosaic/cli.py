@@ -59,9 +59,11 @@ def main() -> None:
               help="Pixelate block size. Default: max(4, region short side / 6).")
 @click.option("--strength", type=float, default=1.0, show_default=True,
               help="Blur sigma / noise amplitude multiplier.")
-@click.option("--color", default="black", show_default=True, help="Solid colour: a name, #rrggbb or 'mean'.")
+@click.option("--color", default="black", show_default=True,
+              help="Solid colour: a name, #rrggbb or 'mean'. Also the last resort's fill (see --max-rounds).")
 @click.option("--max-rounds", type=int, default=4, show_default=True,
-              help="Verify-and-grow rounds before censoring the whole image (status 'unresolved').")
+              help="Verify-and-grow rounds before censoring the whole image (status 'unresolved'; filled "
+                   "with --color if the model still flags it in the style).")
 @click.option("--only-censored", is_flag=True, help="Do not copy clean images to OUT.")
 @click.option("--keep-metadata", is_flag=True,
               help="Keep EXIF/ICC in censored outputs (stripped by default, for privacy).")
@@ -85,7 +87,8 @@ def blur(src: str, dst: str, model_path: str | None, unsafe_model: bool, sensiti
 
     Images scoring below --threshold are copied unchanged; the others get their CAM regions
     censored, are scored again, and the regions grow until the output is no longer flagged
-    (else the whole image is censored: 'unresolved'). IN may also be one file, OUT then being
+    (else the whole image is censored, in --color if the style alone leaves it flagged:
+    'unresolved'). IN may also be one file, OUT then being
     the output file. Writes OUT/mosaic-report.csv, OUT/mosaic-report.html and
     OUT/mosaic-run.json. Exit code 1 if any input failed (one 'Error: <file>: <reason>'
     line each on stderr).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -160,6 +161,27 @@ def test_escalation_gives_up_unresolved_and_censors_the_whole_image() -> None:
     assert info.status == "unresolved" and info.censored_fraction == 1.0
     assert info.score_after < 0.5  # the whole-image fallback did clear it here
     assert (out == 0.0).all()
+
+
+class TextureBundle(FakeBundle):
+    """Flags any image that is not one flat colour: pixelating it whole still leaves blocks."""
+
+    def sensitive_score(self, images: Sequence[np.ndarray] | np.ndarray, batch_size: int = 64) -> np.ndarray:
+        self.scored += len(images)
+        return np.array([1.0 if float(np.asarray(im, np.float32).reshape(-1, 3).std(axis=0).max()) > 1e-3 else 0.0
+                         for im in images])
+
+
+def test_unresolved_fallback_never_leaks_a_whole_image_the_style_leaves_flagged() -> None:
+    img = planted()
+    cfg = MosaicConfig(style="pixelate", threshold=0.5, dilate=0, max_rounds=2)
+    out, info = censor_image(TextureBundle(), img, cfg, explainer=FakeExplainer(sigma=0.5))
+    assert info.status == "unresolved" and info.censored_fraction == 1.0
+    assert info.score_after < 0.5  # the pixelated whole image scored 1.0: filled flat instead
+    assert np.allclose(out, 0.0)  # the configured colour (black)
+    res = mosaic.censor_batch(TextureBundle(), [img], replace(cfg, color="mean"), FakeExplainer(sigma=0.5), [".jpg"])
+    out2, info2 = res[0]
+    assert info2.status == "unresolved" and info2.score_after < 0.5 and float(np.ptp(out2)) < 0.02  # flat: its mean colour
 
 
 def test_clean_image_is_returned_unchanged_without_explaining() -> None:
