@@ -35,7 +35,9 @@ from .styles import STYLES as STYLES
 from .styles import StyleParams as StyleParams
 from .styles import censor as censor
 from .styles import region_mask as region_mask
+from .tune import TuneResult as TuneResult
+from .tune import tune as tune
 
 __all__ = ["STYLES", "SHAPES", "CensorInfo", "MosaicConfig", "MosaicReport", "MosaicRow", "StyleParams",
-           "blur_file", "blur_folder", "censor", "censor_batch", "censor_image", "make_explainer",
-           "read_report", "region_mask"]
+           "TuneResult", "blur_file", "blur_folder", "censor", "censor_batch", "censor_image", "make_explainer",
+           "read_report", "region_mask", "tune"]

@@ -251,7 +251,8 @@ def _full_parts(low: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, lis
     else:
         # the narrowest label type: the full-size copy is the costly part (13 MB, not 52, for a
         # 13-megapixel photo with fewer than 256 regions)
-        narrow = labels.astype(np.uint8 if n <= 256 else np.uint16 if n <= 65536 else np.int32)
+        dtype: type[np.integer[Any]] = np.uint8 if n <= 256 else np.uint16 if n <= 65536 else np.int32
+        narrow: np.ndarray = labels.astype(dtype)
         full_labels = np.asarray(cv2.resize(narrow, (w, h), interpolation=cv2.INTER_NEAREST))
         ys, xs = _nearest_index(low.shape[0], h), _nearest_index(low.shape[1], w)
         rows, cols = np.bincount(ys, minlength=low.shape[0]), np.bincount(xs, minlength=low.shape[1])
