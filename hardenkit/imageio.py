@@ -287,6 +287,9 @@ def _read(p: Path, max_pixels: int, background: float, min_side: int | None, raw
                     img.seek(0)
                 if min_side is not None and img.format == "JPEG":
                     _draft(img, min_side)
+                fast = _png_pixels(p, img)
+                if fast is not None:
+                    return (fast, False) if raw else pixels_to_float(fast, background)
                 img.load()
                 if not raw:
                     upright: Image.Image = ImageOps.exif_transpose(img) or img
@@ -305,6 +308,36 @@ def _read(p: Path, max_pixels: int, background: float, min_side: int | None, raw
         if "truncated" in msg.lower() or isinstance(e, EOFError) or "broken data" in msg.lower():
             raise InvalidImageError(p, f"truncated image ({msg})") from None
         raise InvalidImageError(p, f"corrupt image ({msg})") from None
+
+
+def _png_pixels(p: Path, img: Image.Image) -> np.ndarray | None:
+    """An 8-bit RGB, RGBA or grey PNG decoded by OpenCV (a quarter faster than Pillow on big
+    images), as :func:`_uint8_rgb_or_rgba` gives it: uint8 RGB, or RGBA when the alpha is not
+    fully opaque. None for anything else (palette, 16-bit, transparency key, EXIF, animation,
+    or what OpenCV cannot decode), which Pillow then reads, and reports if broken."""
+    if img.format != "PNG" or img.mode not in ("RGB", "RGBA", "L") or "transparency" in img.info \
+            or "exif" in img.info or getattr(img, "n_frames", 1) > 1:
+        return None
+    import cv2
+
+    try:
+        data = np.fromfile(p, np.uint8)
+    except OSError:
+        return None
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint8:
+        return None
+    want = {"L": 2, "RGB": 3, "RGBA": 4}[img.mode]
+    got = 2 if arr.ndim == 2 else arr.shape[2]
+    if got != want or arr.shape[:2] != (img.size[1], img.size[0]):
+        return None
+    if got == 2:
+        return np.asarray(cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB))
+    if got == 3:
+        return np.asarray(cv2.cvtColor(arr, cv2.COLOR_BGR2RGB))
+    if cv2.minMaxLoc(np.ascontiguousarray(arr[..., 3]))[0] == 255:  # opaque: drop the alpha
+        return np.asarray(cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB))
+    return np.asarray(cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA))
 
 
 def _draft(img: Image.Image, min_side: int) -> None:

@@ -141,14 +141,18 @@ class LazyExplainer:
     """
 
     def __init__(self, bundle: Any, config: MosaicConfig) -> None:
+        import threading
+
         self.bundle, self.config = bundle, config
         self._explainer: MapsFn | None = None
+        self._lock = threading.Lock()  # batches in several lanes may ask at once
 
     def get(self) -> MapsFn:
-        """The explainer, built once."""
-        if self._explainer is None:
-            self._explainer = make_explainer(self.bundle, self.config)
-        return self._explainer
+        """The explainer, built once (thread-safe)."""
+        with self._lock:
+            if self._explainer is None:
+                self._explainer = make_explainer(self.bundle, self.config)
+            return self._explainer
 
     def __call__(self, images: Sequence[np.ndarray]) -> Sequence[np.ndarray]:
         return self.get()(images)

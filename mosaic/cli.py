@@ -74,6 +74,8 @@ def main() -> None:
               help="CSV report path. Default: OUT/mosaic-report.csv (none for a single file).")
 @click.option("--workers", type=int, default=min(4, os.cpu_count() or 1), show_default=True,
               help="Decode/encode threads.")
+@click.option("--lanes", type=int, default=_DEFAULTS.lanes, show_default=True,
+              help="Batches in model work at once (more overlap, more memory: lanes x batch size images).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Images per model batch.")
 @click.option("--shard", default=None, metavar="I/N",
               help="Process only inputs whose index in the sorted list mod N == I.")
@@ -83,7 +85,7 @@ def main() -> None:
 def blur(src: str, dst: str, model_path: str | None, unsafe_model: bool, sensitive: str | None, style: str,
          shape: str, threshold: float, region_threshold: float, method: str | None, layer: str | None,
          dilate: int | None, margin: float, block: int | None, strength: float, color: str, max_rounds: int,
-         only_censored: bool, keep_metadata: bool, resume: bool, report_path: str | None, workers: int, batch_size: int,
+         only_censored: bool, keep_metadata: bool, resume: bool, report_path: str | None, workers: int, lanes: int, batch_size: int,
          shard: str | None, quality: int, as_json: bool) -> None:
     """Censor flagged images under IN into OUT (same relative paths and formats).
 
@@ -100,7 +102,7 @@ def blur(src: str, dst: str, model_path: str | None, unsafe_model: bool, sensiti
     cfg = MosaicConfig(style=style, shape=shape, threshold=threshold, region_threshold=region_threshold,
                        method=method, layer=layer, dilate=dilate, margin=margin, block=block, strength=strength,
                        color=color, max_rounds=max_rounds, only_censored=only_censored, keep_metadata=keep_metadata,
-                       resume=resume, workers=workers, batch_size=batch_size, shard=parse_shard(shard),
+                       resume=resume, workers=workers, lanes=lanes, batch_size=batch_size, shard=parse_shard(shard),
                        quality=quality)
     single = Path(src).exists() and not Path(src).is_dir()
     check_paths(Path(src), Path(dst), Path(report_path) if report_path else None)  # before loading a model

@@ -107,6 +107,10 @@ class MosaicConfig:
         layer: CAM target layer name; None: see ``method``.
         batch_size: Images decoded, scored and explained together.
         workers: Threads for decoding and encoding.
+        lanes: Batches scored, explained and censored at the same time, each in its own thread
+            (the model calls, OpenCV and Pillow release the GIL, so one batch's Python-side work
+            overlaps another's model work; 2 measured 1.3x faster than 1 on 2 cores, 3-4 no
+            faster than 2). Memory grows with ``lanes x batch_size`` full-size images.
         only_censored: Write only images that needed censoring (clean ones are not copied).
         keep_metadata: Keep EXIF/ICC in censored outputs (stripped by default, for privacy).
         resume: Skip inputs the existing report marks done whose output exists.
@@ -144,6 +148,7 @@ class MosaicConfig:
     layer: str | None = None
     batch_size: int = 16
     workers: int = 4
+    lanes: int = 2
     only_censored: bool = False
     keep_metadata: bool = False
     resume: bool = False
@@ -188,6 +193,8 @@ class MosaicConfig:
             raise ConfigError(f"expected batch_size >= 1, got {self.batch_size}")
         if self.workers < 1:
             raise ConfigError(f"expected workers >= 1, got {self.workers}")
+        if self.lanes < 1:
+            raise ConfigError(f"expected lanes >= 1, got {self.lanes}")
         if self.shard is not None:
             i, n = self.shard
             if not 0 <= i < n:

@@ -205,3 +205,30 @@ def test_grey_rgb_is_written_as_one_channel_and_reads_back_the_same(tmp_path: Pa
     Image.fromarray(_rgb(8, 8)).save(src, icc_profile=b"\0" * 128)
     write_image(tmp_path / "keep.jpg", grey, metadata_from=src)
     assert Image.open(tmp_path / "keep.jpg").mode == "RGB"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "RGBA-opaque", "L", "LA", "P", "I;16"])
+def test_png_fast_path_reads_exactly_what_pillow_reads(tmp_path: Path, monkeypatch, mode: str) -> None:
+    import hardenkit.imageio as io_mod
+
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        img = Image.fromarray(rng.integers(0, 65536, (30, 40), dtype=np.uint16))
+    elif mode == "RGBA-opaque":
+        img = Image.fromarray(np.concatenate([rng.integers(0, 256, (30, 40, 3), dtype=np.uint8),
+                                              np.full((30, 40, 1), 255, np.uint8)], 2), "RGBA")
+    elif mode == "P":
+        img = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).convert("P")
+    else:
+        chans = {"RGB": 3, "RGBA": 4, "L": 1, "LA": 2}[mode]
+        arr = rng.integers(0, 256, (30, 40, chans), dtype=np.uint8)
+        img = Image.fromarray(arr[..., 0] if chans == 1 else arr, mode)
+    p = tmp_path / "x.png"
+    img.save(p)
+    with Image.open(p) as opened:
+        assert (io_mod._png_pixels(p, opened) is not None) == (mode in ("RGB", "RGBA", "RGBA-opaque", "L"))
+    fast = (read_image(p), io_mod.read_image_pixels(p), io_mod.read_image_preview(p, 16)[0])
+    monkeypatch.setattr(io_mod, "_png_pixels", lambda *a: None)
+    slow = (read_image(p), io_mod.read_image_pixels(p), io_mod.read_image_preview(p, 16)[0])
+    for a, b in zip(fast, slow):
+        assert a.dtype == b.dtype and a.shape == b.shape and (a == b).all()

@@ -314,6 +314,28 @@ def test_resume_after_a_kill_redoes_nothing_and_gives_identical_outputs(tmp_path
     assert _csv(out / "mosaic-report.csv") == _csv(tmp_path / "ref" / "mosaic-report.csv")
 
 
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_lanes_give_the_same_outputs_and_report_as_one_lane(tmp_path: Path, lanes: int) -> None:
+    import cv2
+
+    src = make_tree(tmp_path)
+    threads = cv2.getNumThreads()
+    one = blur_folder(src, tmp_path / "one", MosaicConfig(batch_size=2, lanes=1), FakeBundle(), explainer=FakeExplainer())
+    assert cv2.getNumThreads() == threads  # serial OpenCV inside a run only
+    many = blur_folder(src, tmp_path / f"many{lanes}", MosaicConfig(batch_size=2, lanes=lanes), FakeBundle(),
+                       explainer=FakeExplainer())
+    assert sorted(one.rows, key=lambda r: r.path) == sorted(many.rows, key=lambda r: r.path)
+    assert (tmp_path / "one" / "mosaic-report.csv").read_bytes() == (tmp_path / f"many{lanes}" / "mosaic-report.csv").read_bytes()
+    outs = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file()
+                  and p.name != "mosaic-run.json")
+    assert outs == sorted(p.relative_to(tmp_path / f"many{lanes}") for p in (tmp_path / f"many{lanes}").rglob("*")
+                          if p.is_file() and p.name != "mosaic-run.json")
+    for rel in outs:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / f"many{lanes}" / rel).read_bytes()
+    with pytest.raises(Exception, match="lanes"):
+        MosaicConfig(lanes=0)
+
+
 def test_resume_redoes_rows_whose_output_vanished(tmp_path: Path) -> None:
     src = make_tree(tmp_path, bad=False)
     out = tmp_path / "out"
