@@ -56,7 +56,7 @@ def _real_photos(bundle: Any, quick: bool, work: Path) -> dict[str, Any]:
     files = sorted(src.iterdir())
     cfg = mosaic.MosaicConfig()
     explainer = mosaic.make_explainer(bundle, cfg)
-    repeats = 1 if quick else 2
+    repeats = 1 if quick else 3
 
     # warm-up both (tracing, ONNX session) on two files
     warm = work / "warm"

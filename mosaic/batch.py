@@ -430,7 +430,11 @@ class _Run:
             for lane in inflight:
                 lane.cancel()
             model_pool.shutdown(wait=True)
-            # Whatever finished is recorded, so a resumed run does not redo it.
+            # Whatever finished is recorded, so a resumed run does not redo it: also batches a
+            # lane finished after an earlier batch failed.
+            for lane in inflight:
+                if lane.done() and not lane.cancelled() and lane.exception() is None:
+                    self._pending += lane.result()
             self._flush(final=True)
             self.pool.shutdown(wait=True)
             cv2.setNumThreads(cv_threads)

@@ -265,6 +265,11 @@ def _full_parts(low: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, lis
         for x, y, bw, bh in stats[:, :4].tolist():  # the full-size rows/columns copying the box's
             boxes.append((int(np.searchsorted(xs, x)), int(np.searchsorted(ys, y)),
                           int(np.searchsorted(xs, x + bw)), int(np.searchsorted(ys, y + bh))))
+    if n == 2 and full_labels.dtype == np.uint8:
+        # one region: its labels are 0/1 bytes, i.e. the mask itself; no full-size comparisons
+        whole = full_labels.view(bool)
+        x0, y0, x1, y1 = boxes[1]
+        return whole, [(boxes[1], whole[y0:y1, x0:x1])]
     order = sorted(range(1, n), key=lambda i: -areas[i])
     parts: list[Part] = []
     for i in order:

@@ -314,6 +314,30 @@ def test_resume_after_a_kill_redoes_nothing_and_gives_identical_outputs(tmp_path
     assert _csv(out / "mosaic-report.csv") == _csv(tmp_path / "ref" / "mosaic-report.csv")
 
 
+def test_a_batch_finished_in_another_lane_is_recorded_when_an_earlier_batch_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    src = make_tree(tmp_path, bad=False)
+    real = mbatch.censor_batch
+
+    def first_fails_late(bundle: Any, images: Sequence[np.ndarray], *a: Any, **k: Any) -> Any:
+        if len(images) and float(np.asarray(images[0]).sum()) == first_sum:
+            time.sleep(0.5)  # the second batch finishes in the other lane meanwhile
+            raise RuntimeError("batch 0 broke")
+        return real(bundle, images, *a, **k)
+
+    from hardenkit.imageio import read_image
+
+    first_sum = float(read_image(src / "a_flagged.png").sum())
+    monkeypatch.setattr(mbatch, "censor_batch", first_fails_late)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="batch 0 broke"):
+        blur_folder(src, out, MosaicConfig(batch_size=2, lanes=2), FakeBundle(), explainer=FakeExplainer())
+    rows = _csv(out / "mosaic-report.csv")
+    assert len(rows) >= 2 and all(not r["path"].startswith(("a_", "b_")) for r in rows)
+
+
 @pytest.mark.parametrize("lanes", [2, 3])
 def test_lanes_give_the_same_outputs_and_report_as_one_lane(tmp_path: Path, lanes: int) -> None:
     import cv2
