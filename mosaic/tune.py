@@ -67,6 +67,7 @@ class TuneResult:
         config: The input config with the chosen style and region threshold.
         coverage_goal: The coverage a candidate had to reach.
         images: Sensitive images with masks the candidates were measured on.
+        notes: Warnings for the user (e.g. no candidate reached the coverage goal).
     """
 
     rows: list[TuneRow]
