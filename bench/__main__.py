@@ -109,6 +109,14 @@ def render(results: dict[str, dict[str, Any]], quick: bool, seconds: float, reru
         "Every figure below is measured by `python -m bench` (`make bench`); the last column says when "
         "and on which commit" + (f" (rows of {', '.join(older)} are from an earlier run)" if older else "")
         + ". Rerun it to refresh this file.",
+    ]
+    timed = {m: r["measured"]["seconds"] for m, r in results.items() if "seconds" in r.get("measured", {})}
+    if rerun and timed:
+        untimed = [m for m in results if m not in timed]
+        lines.append("Each module's last measured wall time: " + ", ".join(f"{m} {v / 60:.1f} min" for m, v in timed.items())
+                     + f"; together {sum(timed.values()) / 60:.1f} min"
+                     + (f" (not timed: {', '.join(untimed)})" if untimed else "") + ".")
+    lines += [
         "",
         "| benchmark | figure | measured | goal | met | measured on |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -148,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for name in chosen:
         print(f"== {name}", file=sys.stderr, flush=True)
+        t_mod = time.perf_counter()
         try:
             mod = importlib.import_module(f"bench.{name}")
         except ModuleNotFoundError as e:
@@ -159,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             fresh[name] = {"error": f"{type(e).__name__}: {e}", "measured": meta}
             continue
-        fresh[name] = {**res, "measured": meta}
+        fresh[name] = {**res, "measured": {**meta, "seconds": round(time.perf_counter() - t_mod, 1)}}
         print(json.dumps(res, default=str), file=sys.stderr, flush=True)
-    results = {m: fresh.get(m, kept.get(m)) for m in MODULES if m in fresh or m in kept}
+    results = {m: fresh[m] if m in fresh else kept[m] for m in MODULES if m in fresh or m in kept}
     text = render(results, args.quick, time.perf_counter() - t0, only)
     Path(args.out).write_text(text)
     print(text)

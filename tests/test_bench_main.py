@@ -35,6 +35,9 @@ def test_only_reruns_one_module_and_keeps_the_others(tmp_path: Path, monkeypatch
     text = out.read_text()
     assert "| bench_cam | figure | 2 | <= 1 | no |" in text
     assert "rows of bench_help are from an earlier run" in text
+    # each module keeps its own wall time, so an --only file still tells the whole bench's time
+    assert set(second["bench_help"]["measured"]) >= {"date", "commit", "mode", "seconds"}
+    assert "Each module's last measured wall time: bench_help 0.0 min, bench_cam 0.0 min; together 0.0 min." in text
 
 
 def test_failing_module_is_a_row_and_a_nonzero_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
