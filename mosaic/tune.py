@@ -106,8 +106,11 @@ def pick(rows: Sequence[TuneRow], coverage: float) -> TuneRow:
 
 
 def measure(bundle: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], config: MosaicConfig,
-            explainer: Any = None, suffix: str = ".png") -> TuneRow:
+            explainer: Any = None, suffixes: Sequence[str] | None = None) -> TuneRow:
     """Censor ``images`` with ``config`` and measure the outputs against the ground-truth ``masks``.
+
+    ``suffixes`` are the output formats verification encodes to (as ``mosaic blur`` would write
+    each file); default ``.png`` (lossless) for all.
 
     Example:
         >>> row = measure(bundle, images, masks, MosaicConfig(threshold=0.3))  # doctest: +SKIP
@@ -116,7 +119,8 @@ def measure(bundle: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarra
     """
     from .censoring import censor_batch
 
-    res = censor_batch(bundle, list(images), config, explainer, [suffix] * len(images))
+    res = censor_batch(bundle, list(images), config, explainer,
+                       list(suffixes) if suffixes is not None else [".png"] * len(images))
     inter = area = gt_px = flagged = unresolved = still = 0
     for (_, info), gt in zip(res, masks):
         if info.mask is None:
@@ -133,14 +137,14 @@ def measure(bundle: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarra
 
 
 def load_masked(data_dir: str | os.PathLike[str], split: str, bundle: Any,
-                limit: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(images, ground-truth masks) of the split's sensitive images that have a mask.
+                limit: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """(images, ground-truth masks, file endings) of the split's sensitive images that have a mask.
 
     Raises:
         DataError: The split has no sensitive image with a mask.
 
     Example:
-        >>> images, masks = load_masked("demo-data", "val", bundle)  # doctest: +SKIP
+        >>> images, masks, suffixes = load_masked("demo-data", "val", bundle)  # doctest: +SKIP
     """
     from hardenkit.data import scan_split
     from hardenkit.imageio import read_image, read_mask
@@ -155,7 +159,7 @@ def load_masked(data_dir: str | os.PathLike[str], split: str, bundle: Any,
                         f"{Path(data_dir) / 'masks' / split}/<class>/); tuning needs ground truth")
     images = [read_image(s.path) for s in samples]
     masks = [read_mask(s.mask_path, im.shape[:2]) for s, im in zip(samples, images) if s.mask_path is not None]
-    return images, masks
+    return images, masks, [s.path.suffix.lower() for s in samples]
 
 
 def tune(
@@ -196,13 +200,13 @@ def tune(
     from .censoring import make_explainer
 
     base = config or MosaicConfig()
-    images, masks = load_masked(data_dir, split, bundle, limit)
+    images, masks, suffixes = load_masked(data_dir, split, bundle, limit)
     explainer = make_explainer(bundle, base)
     rows = []
     for style in styles:
         for thr in region_thresholds:
             rows.append(measure(bundle, images, masks, replace(base, style=style, region_threshold=float(thr)),
-                                explainer))
+                                explainer, suffixes))
             if progress is not None:
                 progress(1)
     best = pick(rows, coverage)
