@@ -128,6 +128,7 @@ def _demo_quality(bundle: Any, quick: bool, work: Path) -> dict[str, Any]:
     from hardenkit.data import scan_split
     from hardenkit.imageio import read_image, read_mask
     from hardenkit.paths import ensure_demo_data
+    from mosaic.tune import measure
 
     split = scan_split(ensure_demo_data(quiet=True), "test", bundle.class_names)
     samples = [s for s in split.samples if s.class_name == "sensitive" and s.mask_path is not None]
@@ -146,18 +147,10 @@ def _demo_quality(bundle: Any, quick: bool, work: Path) -> dict[str, Any]:
 
     images = [read_image(s.path) for s in samples]
     gts = [read_mask(s.mask_path, im.shape[:2]) for s, im in zip(samples, images) if s.mask_path is not None]
-    res = mosaic.censor_batch(bundle, images, cfg, explainer, [".jpg"] * len(images))
-    inter = area = gt_flagged = 0
-    for (_, info), gt in zip(res, gts):
-        if info.mask is not None:
-            inter += int((info.mask & gt).sum())
-            area += int(info.mask.sum())
-            gt_flagged += int(gt.sum())
-    gt_all = sum(int(g.sum()) for g in gts)
+    row = measure(bundle, images, gts, cfg, explainer, [Path(s.path).suffix.lower() for s in samples])
     return {
         "sensitive_images": len(samples), "counts": rep.counts,
-        "coverage_flagged": inter / max(1, gt_flagged), "coverage_all": inter / max(1, gt_all),
-        "area_over_gt": area / max(1, gt_flagged),
+        "coverage_flagged": row.coverage, "coverage_all": row.coverage_all, "area_over_gt": row.area_ratio,
         "still_flagged": float(still.mean()) if len(still) else 0.0,
     }
 

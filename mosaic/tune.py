@@ -46,6 +46,8 @@ class TuneRow:
         unresolved: Share of flagged images censored whole.
         still_flagged: Share of flagged images whose output the model still flags.
         flagged: Images the model flagged (of the split's sensitive images with masks).
+        coverage_all: Censored ground-truth pixels / ground-truth pixels over every image given,
+            the ones the model did not flag included (their pixels count as missed).
     """
 
     style: str
@@ -55,6 +57,7 @@ class TuneRow:
     unresolved: float
     still_flagged: float
     flagged: int
+    coverage_all: float = float("nan")
 
 
 @dataclass
@@ -121,8 +124,9 @@ def measure(bundle: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarra
 
     res = censor_batch(bundle, list(images), config, explainer,
                        list(suffixes) if suffixes is not None else [".png"] * len(images))
-    inter = area = gt_px = flagged = unresolved = still = 0
+    inter = area = gt_px = flagged = unresolved = still = gt_all = 0
     for (_, info), gt in zip(res, masks):
+        gt_all += int(gt.sum())
         if info.mask is None:
             continue
         flagged += 1
@@ -133,7 +137,7 @@ def measure(bundle: Any, images: Sequence[np.ndarray], masks: Sequence[np.ndarra
         still += int(info.score_after >= config.clean_below)
     n = max(1, flagged)
     return TuneRow(config.style, config.region_threshold, inter / max(1, gt_px), area / max(1, gt_px),
-                   unresolved / n, still / n, flagged)
+                   unresolved / n, still / n, flagged, inter / max(1, gt_all))
 
 
 def load_masked(data_dir: str | os.PathLike[str], split: str, bundle: Any,

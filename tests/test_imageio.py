@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from hardenkit.errors import InvalidImageError, UsageError
-from hardenkit.imageio import iter_images, read_image, read_mask, write_image
+from hardenkit.imageio import iter_images, read_image, read_image_preview, read_mask, write_image
 
 
 def _rgb(h: int = 6, w: int = 5) -> np.ndarray:
@@ -232,3 +232,54 @@ def test_png_fast_path_reads_exactly_what_pillow_reads(tmp_path: Path, monkeypat
     slow = (read_image(p), io_mod.read_image_pixels(p), io_mod.read_image_preview(p, 16)[0])
     for a, b in zip(fast, slow):
         assert a.dtype == b.dtype and a.shape == b.shape and (a == b).all()
+
+
+@pytest.mark.parametrize("kind", ["RGB", "L", "CMYK", "rotated", "progressive", "trailing-bytes"])
+def test_jpeg_fast_path_reads_exactly_what_pillow_reads(tmp_path: Path, monkeypatch, kind: str) -> None:
+    import hardenkit.imageio as io_mod
+
+    rng = np.random.default_rng(1)
+    arr = (rng.random((70, 90, 3)) * 255).astype(np.uint8)
+    img = Image.fromarray(arr)
+    kw: dict = {"quality": 90}
+    if kind == "L":
+        img = img.convert("L")
+    elif kind == "CMYK":
+        img = img.convert("CMYK")
+    elif kind == "rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        kw["exif"] = exif.tobytes()
+    elif kind == "progressive":
+        kw["progressive"] = True
+    p = tmp_path / "x.jpg"
+    img.save(p, **kw)
+    if kind == "trailing-bytes":
+        p.write_bytes(p.read_bytes() + b"junk")
+    with Image.open(p) as opened:
+        used = io_mod._jpeg_pixels(p, opened) is not None
+    assert used == (kind in ("RGB", "L", "progressive"))
+
+    def reads() -> list[np.ndarray]:
+        data = p.read_bytes()
+        return [read_image(p), io_mod.read_image_pixels(p), io_mod.read_image_preview(p, 16)[0],
+                io_mod.read_image_preview(p, 30)[0], io_mod.decode_image(data), io_mod.decode_image(data, 16)]
+
+    fast = reads()
+    monkeypatch.setattr(io_mod, "_jpeg_pixels", lambda *a: None)
+    slow = reads()
+    for a, b in zip(fast, slow):
+        assert a.dtype == b.dtype and a.shape == b.shape and (a == b).all()
+    if kind == "rotated":
+        assert fast[0].shape[:2] == (90, 70)
+
+
+def test_truncated_jpeg_is_an_error_not_grey_rows(tmp_path: Path) -> None:
+    """OpenCV fills a truncated JPEG's missing rows with grey; such a file must still fail."""
+    p = tmp_path / "cut.jpg"
+    Image.fromarray((np.random.default_rng(2).random((64, 64, 3)) * 255).astype(np.uint8)).save(p, quality=90)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) * 2 // 3])
+    for read in (read_image, lambda q: read_image_preview(q, 16)):
+        with pytest.raises(InvalidImageError, match="truncated"):
+            read(p)

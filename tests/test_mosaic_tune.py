@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -81,3 +82,14 @@ def test_cli_tune_errors_are_one_line(tiny_data: Path, tiny16_path: Path, tmp_pa
     assert r.exit_code != 0 and "no sensitive image with a mask" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+
+
+def test_measure_coverage_all_counts_unflagged_images_as_missed() -> None:
+    images = [planted(i) for i in range(2)] + [planted(9, square=None)]  # the last one is never flagged
+    masks = [(im > 0.85).all(axis=2) for im in images[:2]] + [np.zeros(images[2].shape[:2], bool)]
+    masks[2][:8, :8] = True  # ground truth the model misses entirely
+    cfg = MosaicConfig(style="solid", threshold=0.5, dilate=0, region_threshold=0.5)
+    row = measure(FakeBundle(), images, masks, cfg, FakeExplainer(sigma=6.0))
+    assert row.flagged == 2
+    flagged_gt = int(masks[0].sum() + masks[1].sum())
+    assert row.coverage_all == pytest.approx(row.coverage * flagged_gt / (flagged_gt + 64))
