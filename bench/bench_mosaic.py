@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,7 +57,7 @@ def _real_photos(bundle: Any, quick: bool, work: Path) -> dict[str, Any]:
     files = sorted(src.iterdir())
     cfg = mosaic.MosaicConfig()
     explainer = mosaic.make_explainer(bundle, cfg)
-    repeats = 1 if quick else 3
+    repeats = 2 if quick else 5
 
     # warm-up both (tracing, ONNX session) on two files
     warm = work / "warm"
@@ -70,13 +71,19 @@ def _real_photos(bundle: Any, quick: bool, work: Path) -> dict[str, Any]:
     for f in files[:2]:
         detector.censor(str(f), output_path=str(work / f"warm-{f.name}"))
 
-    t_mosaic, rep = [], None
+    # Ours, the peer and the floor take turns, run by run (a slow spell of a noisy machine then
+    # hits all three, not one of them); each figure is the best of its runs.
+    # The floor: decode + forward + CAM (on the images that get censored), each alone, and the
+    # forward pass through the same compiled call mosaic scores with (a plain Keras call costs
+    # more Python per batch and would flatter us).
+    from mosaic.censoring import sensitive_scores
+
+    t_mosaic, t_nude, rep, nude_failed = [], [], None, 0
+    t_decode = t_forward = t_cam = float("inf")
     for k in range(repeats):
         t = time.perf_counter()
         rep = mosaic.blur_folder(src, work / f"out-mosaic-{k}", cfg, bundle, explainer=explainer)
         t_mosaic.append(time.perf_counter() - t)
-    t_nude, nude_failed = [], 0
-    for k in range(repeats):
         out = work / f"out-nudenet-{k}"
         out.mkdir()
         t = time.perf_counter()
@@ -86,15 +93,6 @@ def _real_photos(bundle: Any, quick: bool, work: Path) -> dict[str, Any]:
             except Exception:  # noqa: BLE001 - count the peer's failures, keep timing the rest
                 nude_failed += 1
         t_nude.append(time.perf_counter() - t)
-    assert rep is not None
-
-    # The floor: decode + forward + CAM (on the images that get censored), each alone, each the
-    # best of as many runs as mosaic got, and the forward pass through the same compiled call
-    # mosaic scores with (a plain Keras call costs more Python per batch and would flatter us).
-    from mosaic.censoring import sensitive_scores
-
-    t_decode = t_forward = t_cam = float("inf")
-    for _ in range(repeats):
         t = time.perf_counter()
         images = [read_image(f) for f in files]
         t_decode = min(t_decode, time.perf_counter() - t)
@@ -107,6 +105,7 @@ def _real_photos(bundle: Any, quick: bool, work: Path) -> dict[str, Any]:
         for i in range(0, len(flagged), cfg.batch_size):
             explainer(flagged[i:i + cfg.batch_size])
         t_cam = min(t_cam, time.perf_counter() - t)
+    assert rep is not None
     pixels = sum(im.shape[0] * im.shape[1] for im in images)
     e2e = min(t_mosaic)
     floor = t_decode + t_forward + t_cam
@@ -115,6 +114,7 @@ def _real_photos(bundle: Any, quick: bool, work: Path) -> dict[str, Any]:
         "photos": n, "megapixels": round(pixels / 1e6, 2),
         "mosaic_images_per_s": n / e2e, "nudenet_images_per_s": n / min(t_nude),
         "speedup_vs_nudenet": min(t_nude) / e2e, "nudenet_failed": nude_failed // repeats,
+        "speedup_per_run": [round(b / a, 3) for a, b in zip(t_mosaic, t_nude)],
         "mosaic_counts": rep.counts, "flagged": len(flagged),
         "e2e_s": e2e, "decode_s": t_decode, "forward_s": t_forward, "cam_s": t_cam,
         "e2e_over_floor": e2e / floor,
@@ -169,8 +169,14 @@ def run(quick: bool = False) -> dict[str, Any]:
     if "error" not in photos:
         sp, ov = photos["speedup_vs_nudenet"], photos["e2e_over_floor"]
         rows += [
-            {"name": f"mosaic blur images/s / NudeNet censor() images/s ({photos['photos']} OpenCV photos)",
+            {"name": f"mosaic blur images/s / NudeNet censor() images/s ({photos['photos']} OpenCV photos, "
+                     f"best of {len(photos['speedup_per_run'])} alternating runs each)",
              "value": sp, "goal": ">= 2", "met": sp >= 2},
+            {"name": "the same ratio run by run (min / median / max)",
+             "value": " / ".join(f"{v:.2f}" for v in (min(photos["speedup_per_run"]),
+                                                     statistics.median(photos["speedup_per_run"]),
+                                                     max(photos["speedup_per_run"]))),
+             "goal": "", "met": None},
             {"name": "mosaic images/s", "value": photos["mosaic_images_per_s"], "goal": "", "met": None},
             {"name": "NudeNet censor() images/s", "value": photos["nudenet_images_per_s"], "goal": "", "met": None},
             {"name": "end-to-end time / (decode + forward + CAM) time", "value": ov, "goal": "<= 1.5",

@@ -161,6 +161,7 @@ def read_image_preview(
     min_side: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     background: float = NEUTRAL_BACKGROUND,
+    out_size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A cheap preview of an image (for scoring), plus its full-size pixels when they came free.
 
@@ -175,6 +176,9 @@ def read_image_preview(
         size (call :func:`read_image`), the preview itself when that is the full image, or
         else the full-size pixels (uint8 or float32) for :func:`pixels_to_float`, which gives
         exactly what :func:`read_image` returns.
+        With ``out_size`` = (height, width) the preview is instead resized straight to that
+        size (:func:`pixels_at`, e.g. a model's input size), after the same reduced decode;
+        ``full`` is then None or the full-size pixels.
 
     Example:
         >>> preview, full = read_image_preview("scan.png", 256)  # a 4000x3000 PNG  # doctest: +SKIP
@@ -182,6 +186,8 @@ def read_image_preview(
         ((256, 341, 3), dtype('uint8'))
     """
     pixels, reduced = _read(Path(path), max_pixels, background, min_side, raw=True)
+    if out_size is not None:
+        return pixels_at(pixels, out_size, background), (None if reduced else pixels)
     small = shrink_pixels(pixels, min_side, background)
     if small is not None:
         return small, (None if reduced else pixels)
@@ -210,20 +216,42 @@ def shrink_pixels(pixels: np.ndarray, min_side: int, background: float = NEUTRAL
         >>> shrink_pixels(np.zeros((8, 8, 3), np.uint8), 10) is None
         True
     """
-    import cv2
-
     h, w = pixels.shape[:2]
     if min(h, w) <= min_side:
         return None
     s = min_side / min(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return _area_shrink(pixels, (max(1, round(h * s)), max(1, round(w * s))), background)
+
+
+def pixels_at(pixels: np.ndarray, size: tuple[int, int], background: float = NEUTRAL_BACKGROUND) -> np.ndarray:
+    """Decoded ``pixels`` resized to ``size`` = (height, width) as float32 RGB in [0, 1]: what
+    :func:`resize` of :func:`pixels_to_float` gives (area when shrinking both sides, else
+    bilinear), but a shrink is done on the 8-bit pixels, sparing the full-size float copy
+    (the values then differ by 8-bit rounding, within one level).
+
+    A model's input straight from the decoded file: ``bundle.prepare`` of it is a no-op.
+
+    Example:
+        >>> pixels_at(np.zeros((40, 80, 3), np.uint8), (8, 8)).shape
+        (8, 8, 3)
+    """
+    h, w = pixels.shape[:2]
+    if (h, w) == tuple(size) or not (size[0] < h and size[1] < w):
+        return resize(pixels_to_float(pixels, background), size)
+    return _area_shrink(pixels, size, background)
+
+
+def _area_shrink(pixels: np.ndarray, size: tuple[int, int], background: float) -> np.ndarray:
+    import cv2
+
+    dsize = (int(size[1]), int(size[0]))
     if pixels.dtype == np.uint8 and pixels.shape[2] == 4:  # shrink premultiplied, then composite
         a = np.ascontiguousarray(pixels[..., 3])
         pm = cv2.multiply(np.ascontiguousarray(pixels[..., :3]), cv2.merge([a, a, a]), dtype=cv2.CV_16U)
-        pm = cv2.resize(pm, size, interpolation=cv2.INTER_AREA).astype(np.float32) / np.float32(255.0 * 255.0)
-        sa = cv2.resize(a, size, interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / np.float32(255.0)
+        pm = cv2.resize(pm, dsize, interpolation=cv2.INTER_AREA).astype(np.float32) / np.float32(255.0 * 255.0)
+        sa = cv2.resize(a, dsize, interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / np.float32(255.0)
         return np.clip(pm + np.float32(background) * (1.0 - sa), 0.0, 1.0).astype(np.float32)
-    return pixels_to_float(cv2.resize(pixels, size, interpolation=cv2.INTER_AREA), background)
+    return pixels_to_float(cv2.resize(pixels, dsize, interpolation=cv2.INTER_AREA), background)
 
 
 def read_image_pixels(
@@ -512,6 +540,17 @@ def _save(image: np.ndarray, fmt: str, quality: int, fh: Any, **kwargs: object) 
     arr = to_uint8(np.asarray(image))
     if arr.ndim == 3 and "icc_profile" not in kwargs and is_grey(arr):
         arr = np.ascontiguousarray(arr[..., 0])
+    if fmt == "JPEG" and not kwargs:
+        # OpenCV's libjpeg-turbo encode: the same decoded pixels as Pillow's at the same quality
+        # (4:2:0, checked on the OpenCV sample photos), files ~1.5% larger, 1.4x faster, and it
+        # lets go of the GIL (Pillow's JPEG encoder holds it: mosaic's threads then queue on it).
+        import cv2
+
+        px = arr if arr.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(arr[..., :3]), cv2.COLOR_RGB2BGR)
+        ok, data = cv2.imencode(".jpg", px, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if ok:
+            fh.write(data.tobytes())
+            return
     pil = Image.fromarray(arr if arr.ndim == 2 else arr[..., :3])
     if fmt in ("JPEG", "WEBP"):
         kwargs["quality"] = quality
@@ -611,7 +650,8 @@ def encode_image(image: np.ndarray, suffix: str = ".png", quality: int = 95, png
     return buf.getvalue()
 
 
-def decode_image(data: bytes, min_side: int | None = None, background: float = NEUTRAL_BACKGROUND) -> np.ndarray:
+def decode_image(data: bytes, min_side: int | None = None, background: float = NEUTRAL_BACKGROUND,
+                 out_size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode image bytes (as :func:`read_image` decodes a file) to RGB float32 in [0, 1].
 
     Args:
@@ -621,6 +661,8 @@ def decode_image(data: bytes, min_side: int | None = None, background: float = N
             decode) while its short side stays at least ``min_side``, and the image is then
             shrunk (area) to that short side.
         background: Grey level alpha is composited on. Defaults to 0.5.
+        out_size: With ``min_side``: resize the (reduced) decode straight to this (height,
+            width) instead (:func:`pixels_at`), e.g. a model's input size.
 
     Raises:
         InvalidImageError: Not a decodable image.
@@ -636,16 +678,17 @@ def decode_image(data: bytes, min_side: int | None = None, background: float = N
         with Image.open(io.BytesIO(data)) as img:
             k = _draft(img, min_side) if min_side is not None and img.format == "JPEG" else 1
             fast = _jpeg_pixels(data, img, k)
+            if fast is None and min_side is not None:
+                img.load()
+                fast = _raw_pixels(img, background)
             if fast is not None:
                 if min_side is None:
                     return pixels_to_float(fast, background)
+                if out_size is not None:
+                    return pixels_at(fast, out_size, background)
                 small = shrink_pixels(fast, min_side, background)
                 return small if small is not None else pixels_to_float(fast, background)
             img.load()
-            if min_side is not None:
-                pixels = _raw_pixels(img, background)
-                small = shrink_pixels(pixels, min_side, background)
-                return small if small is not None else pixels_to_float(pixels, background)
             upright: Image.Image = ImageOps.exif_transpose(img) or img
             return _to_float_rgb(upright, background)
     except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError) as e:

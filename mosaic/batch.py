@@ -34,7 +34,7 @@ import numpy as np
 
 from hardenkit.errors import HardenkitError, InvalidImageError, UsageError
 
-from .censoring import CensorInfo, LazyExplainer, MapsFn, censor_batch
+from .censoring import CensorInfo, LazyExplainer, MapsFn, censor_batch, model_input_size
 from .config import MosaicConfig
 
 #: Statuses of a report row.
@@ -260,12 +260,13 @@ PREVIEW_SIDE = 256
 Decoded = tuple[np.ndarray, np.ndarray | None]
 
 
-def _decode(path: Path, max_pixels: int, min_side: int) -> Decoded | InvalidImageError:
+def _decode(path: Path, max_pixels: int, min_side: int,
+            out_size: tuple[int, int] | None = None) -> Decoded | InvalidImageError:
     """(preview, full pixels) (see ``read_image_preview``), or the :class:`InvalidImageError`."""
     from hardenkit.imageio import read_image_preview
 
     try:
-        return read_image_preview(path, min_side, max_pixels=max_pixels)
+        return read_image_preview(path, min_side, max_pixels=max_pixels, out_size=out_size)
     except InvalidImageError as e:
         return e
 
@@ -317,6 +318,8 @@ class _Run:
         self._last_write_cost = 0.0
         self._last_write_at = 0.0
         self.preview_side = max(PREVIEW_SIDE, *getattr(bundle, "image_size", (0, 0)))
+        # a model bundle scores the preview at its input size: resize to it straight away
+        self.preview_size = model_input_size(bundle)
 
     def _write_one(self, src: Path, dst: Path, image: np.ndarray | None, encoded: bytes | None = None) -> None:
         from hardenkit.imageio import encode_image, read_image, write_bytes, write_image
@@ -403,7 +406,8 @@ class _Run:
 
         def submit_decodes(k: int) -> None:
             if k < len(batches):
-                decodes.append([self.pool.submit(_decode, s, self.config.max_pixels, self.preview_side)
+                decodes.append([self.pool.submit(_decode, s, self.config.max_pixels, self.preview_side,
+                                                 self.preview_size)
                                 for _, s, _ in batches[k]])
 
         def process(k: int) -> list[tuple[MosaicRow, Future[None] | None]]:

@@ -380,17 +380,34 @@ def _resolve(handle: Any) -> np.ndarray | Exception:
     return value if value.dtype == np.uint8 else value.astype(np.float32, copy=False)
 
 
-def _verified(image: np.ndarray, suffix: str, quality: int, min_side: int) -> tuple[np.ndarray, bytes | None]:
-    """(the output as a reader decodes it, reduced to a short side of ``min_side`` where larger;
-    its encoded bytes for JPEG/WebP, else None)."""
-    from hardenkit.imageio import decode_image, encode_image, pixels_to_float, shrink_pixels, to_uint8
+def _verified(image: np.ndarray, suffix: str, quality: int, min_side: int,
+              out_size: tuple[int, int] | None = None) -> tuple[np.ndarray, bytes | None]:
+    """(the output as a reader decodes it, reduced to a short side of ``min_side`` where larger, or
+    with ``out_size`` (a model's input size) resized straight to that; its encoded bytes for
+    JPEG/WebP, else None)."""
+    from hardenkit.imageio import decode_image, encode_image, pixels_at, pixels_to_float, shrink_pixels, to_uint8
 
     if suffix.lower() in (".jpg", ".jpeg", ".webp"):
         data = encode_image(image, suffix.lower(), quality)
-        return decode_image(data, min_side=min_side), data
+        return decode_image(data, min_side=min_side, out_size=out_size), data
     pixels = to_uint8(image)  # lossless: the 8-bit pixels, shrunk in 8 bits where larger
+    if out_size is not None:
+        return pixels_at(pixels, out_size), None
     small = shrink_pixels(pixels, min_side)
     return (pixels_to_float(pixels) if small is None else small), None
+
+
+def model_input_size(bundle: Any) -> tuple[int, int] | None:
+    """A :class:`hardenkit.modelio.ModelBundle`'s input (height, width), else None: previews and
+    verification decodes are resized straight to it (``bundle.prepare`` then has nothing to do).
+
+    Example:
+        >>> model_input_size(object()) is None
+        True
+    """
+    from hardenkit.modelio import ModelBundle
+
+    return tuple(bundle.image_size) if isinstance(bundle, ModelBundle) else None  # type: ignore[return-value]
 
 
 def verify_scores(bundle: Any, outputs: Sequence[np.ndarray], suffixes: Sequence[str], quality: int,
@@ -421,12 +438,12 @@ def verify_scores(bundle: Any, outputs: Sequence[np.ndarray], suffixes: Sequence
         >>> sc.shape, enc[0][:2]
         ((1,), b'\xff\xd8')
     """
-    side = _verify_side(bundle)
+    side, size = _verify_side(bundle), model_input_size(bundle)
     jobs = list(zip(outputs, suffixes))
     if pool is not None and len(jobs) > 1:
-        done = list(pool.map(lambda a: _verified(a[0], a[1], quality, side), jobs))
+        done = list(pool.map(lambda a: _verified(a[0], a[1], quality, side, size), jobs))
     else:
-        done = [_verified(im, sfx, quality, side) for im, sfx in jobs]
+        done = [_verified(im, sfx, quality, side, size) for im, sfx in jobs]
     scores, encoded, _ = _verified_scores(bundle, outputs, done, target)
     return scores, encoded
 
@@ -573,7 +590,7 @@ def censor_batch(
     pending = list(flagged)
     rounds = max_steps(config.max_rounds)
     target = config.clean_below
-    side = _verify_side(bundle)
+    side, in_size = _verify_side(bundle), model_input_size(bundle)
     proxies: dict[int, np.ndarray] = {}
     for r in range(rounds):
         if not pending:
@@ -607,7 +624,7 @@ def censor_batch(
             cands[i] = _censor_parts(imgs[i], parts[i], config.style, "mask", params)
         # In this thread: handing the encodes to the decode/write pool measured no faster on 2
         # cores, and much slower at times (OpenCV's own threads then compete with the pool's).
-        done = [_verified(cands[i], sfx[i], config.quality, side) for i in render]
+        done = [_verified(cands[i], sfx[i], config.quality, side, in_size) for i in render]
         after, enc, checked = _verified_scores(bundle, [cands[i] for i in render], done, target)
         for k, (i, s, data) in enumerate(zip(render, after, enc)):
             if s < target and masks[i].any():

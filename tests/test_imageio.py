@@ -283,3 +283,47 @@ def test_truncated_jpeg_is_an_error_not_grey_rows(tmp_path: Path) -> None:
     for read in (read_image, lambda q: read_image_preview(q, 16)):
         with pytest.raises(InvalidImageError, match="truncated"):
             read(p)
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_jpeg_encode_decodes_to_the_pixels_of_pillows_encode(tmp_path: Path, grey: bool) -> None:
+    """encode_image/write_image encode JPEG with OpenCV: the decoded pixels match Pillow's own encode."""
+    from io import BytesIO
+
+    from hardenkit.imageio import encode_image
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:48, 0:64]
+    arr = np.clip(np.stack([xx * 4, yy * 5, (xx + yy) * 2], 2) + rng.normal(0, 12, (48, 64, 3)), 0, 255).astype(np.uint8)
+    if grey:
+        arr = np.repeat(arr[..., :1], 3, axis=2)
+    ours = encode_image(arr, ".jpg", 90)
+    buf = BytesIO()
+    Image.fromarray(arr[..., 0] if grey else arr).save(buf, format="JPEG", quality=90)
+    a = np.asarray(Image.open(BytesIO(ours)).convert("RGB"))
+    b = np.asarray(Image.open(BytesIO(buf.getvalue())).convert("RGB"))
+    assert Image.open(BytesIO(ours)).mode == ("L" if grey else "RGB")
+    assert a.shape == b.shape and (a == b).all()
+    write_image(tmp_path / "w.jpg", arr, quality=90)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "w.jpg").convert("RGB")), a)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+def test_preview_at_a_model_size_matches_resizing_the_full_image(tmp_path: Path, mode: str) -> None:
+    """read_image_preview(out_size=...) and decode_image(out_size=...) give what bundle.prepare
+    gives from the full decode, within one 8-bit level (they shrink the 8-bit pixels)."""
+    from hardenkit.imageio import decode_image, encode_image, resize
+
+    rng = np.random.default_rng(4)
+    chans = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    arr = rng.integers(0, 256, (60, 90, chans), dtype=np.uint8)
+    p = tmp_path / "x.png"
+    Image.fromarray(arr[..., 0] if chans == 1 else arr, mode).save(p)
+    want = resize(read_image(p), (8, 8))
+    preview, full = read_image_preview(p, 16, out_size=(8, 8))
+    assert preview.shape == (8, 8, 3) and full is not None and full.shape[:2] == (60, 90)
+    assert np.abs(preview - want).max() <= 1 / 255 + 1e-6
+    grown, _ = read_image_preview(p, 16, out_size=(120, 120))  # growing: bilinear, as prepare
+    assert np.array_equal(grown, resize(read_image(p), (120, 120)))
+    data = encode_image(read_image(p), ".png")
+    assert np.abs(decode_image(data, 16, out_size=(8, 8)) - resize(read_image(p), (8, 8))).max() <= 1 / 255 + 1e-6
