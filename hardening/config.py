@@ -59,6 +59,9 @@ class HardenConfig:
         cam_threshold: Relative map threshold for regions. Defaults to 0.5.
         erasure_min_remaining: With masks, an erased image stays sensitive if at least this
             share of its ground-truth area is uncovered. Defaults to 0.3.
+        erasure_item_visible: With masks, an erased image also stays sensitive if one item
+            (connected component of its mask) keeps at least this share of its own area
+            uncovered; None = the area rule alone. Defaults to None.
         weights: Training weight per sample kind (0 = off).
         max_per_kind: Cap on new samples of each kind per round (and on the images explained
             for them: CAM is the costly part of a round). Defaults to 500.
@@ -96,6 +99,7 @@ class HardenConfig:
     cam_method: str | None = None
     cam_threshold: float = 0.5
     erasure_min_remaining: float = 0.3
+    erasure_item_visible: float | None = None
     weights: dict[str, float] = field(default_factory=lambda: {k: 1.0 for k in SAMPLE_KINDS})
     max_per_kind: int = 500
     jacobian_seeds: int = 300
@@ -128,6 +132,9 @@ class HardenConfig:
         if self.train_eps is not None and (not isinstance(self.train_eps, (int, float)) or isinstance(self.train_eps, bool)
                                            or not 0.0 < self.train_eps <= 1.0):
             raise ConfigError(f"expected 0.0 < train_eps <= 1.0, got {self.train_eps!r}")
+        v = self.erasure_item_visible
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 < v <= 1.0):
+            raise ConfigError(f"expected 0.0 < erasure_item_visible <= 1.0, got {v!r}")
         if self.objective not in ("mix", "trades"):
             raise ConfigError(f"expected objective 'mix' or 'trades', got {self.objective!r}")
         if not isinstance(self.trades_beta, (int, float)) or self.trades_beta < 0:

@@ -120,6 +120,26 @@ def _accuracy(bundle: Any, x: np.ndarray, y: np.ndarray) -> float:
     return float((bundle.predict(x).argmax(axis=1) == y).mean())
 
 
+#: Validation images attacked for the robust half of ``val_score`` (each round's, and each
+#: retraining epoch's, which picks the checkpoint): a seeded random subset, the same every round.
+VAL_ATTACK_IMAGES = 200
+
+
+def val_subset(n: int, seed: int, k: int = VAL_ATTACK_IMAGES) -> np.ndarray:
+    """Sorted indices of ``k`` of ``n`` validation images, seeded (all of them when ``n <= k``).
+
+    Random, not the first ``k``: a split is listed class by class, so its first images are
+    often all of one class.
+
+    Example:
+        >>> val_subset(5, 0).tolist(), len(val_subset(400, 0)), bool(val_subset(400, 0).max() > 200)
+        ([0, 1, 2, 3, 4], 200, True)
+    """
+    if n <= k:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 7]).permutation(n)[:k])
+
+
 def _threshold_at_recall(scores: np.ndarray, yb: np.ndarray, recall: float) -> float:
     from attacks import threshold_at_recall
 
@@ -159,10 +179,10 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str
             maps = _cam_maps(bundle, test.x[sel], cfg.cam_method)
             pg = float(pointing_game(maps, test.masks[sel]))
             ir = float(item_recall(maps, test.masks[sel], threshold=cfg.cam_threshold))
-    nv = min(len(val.x), 200)
-    val_adv = _pgd(bundle, val.x[:nv], val.y[:nv], cfg.eps, cfg.eval_steps, seed)
+    sub = val_subset(len(val.x), cfg.seed)
+    val_adv = _pgd(bundle, val.x[sub], val.y[sub], cfg.eps, cfg.eval_steps, seed)
     val_acc = _accuracy(bundle, val.x, val.y)
-    val_score = 0.5 * (val_acc + _accuracy(bundle, val_adv, val.y[:nv]))
+    val_score = 0.5 * (val_acc + _accuracy(bundle, val_adv, val.y[sub]))
     return {
         "accuracy": acc,
         "fpr": fp / max(1, fp + tn),
@@ -272,7 +292,7 @@ def make_samples(
         masks = tr.masks[pick] if tr.masks is not None else None
         if cfg.weights["cam_erasure"] > 0:
             er = erasure_samples(tr.x[pick], tr.y[pick], int(tr.y[pick][0]), normal_label, maps, masks, rng,
-                                 cfg.cam_threshold, cfg.erasure_min_remaining)
+                                 cfg.cam_threshold, cfg.erasure_min_remaining, cfg.erasure_item_visible)
             if len(er):
                 wrong = bundle.predict(er.x).argmax(1) != er.y
                 er = er.select(wrong | er.review)
@@ -378,11 +398,15 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
                                        clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,
                                        objective=cfg.objective, trades_beta=cfg.trades_beta)
             monitor = "val_score"
-        fit_arrays(model, x, y, data.val.x, data.val.y, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        vx, vy = data.val.x, data.val.y
+        if adv_w > 0:  # the attacked validation costs a sixth of a round: the same subset as evaluate's
+            sub = val_subset(len(vx), cfg.seed)
+            vx, vy = vx[sub], vy[sub]
+        fit_arrays(model, x, y, vx, vy, epochs=cfg.epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
                    callbacks=[tb], description=f"round {r} adam", monitor=monitor)
         if cfg.sgd_epochs:
-            fit_arrays(model, x, y, data.val.x, data.val.y, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
+            fit_arrays(model, x, y, vx, vy, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
                        optimizer="sgd", learning_rate=cfg.sgd_learning_rate, sample_weight=w,
                        seed=cfg.seed * 1000 + r + 7, description=f"round {r} sgd", monitor=monitor)
     return inner

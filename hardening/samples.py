@@ -85,6 +85,18 @@ def _top_region_mask(cam_map: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(regs[0].mask, bool)
 
 
+def _item_in_view(gt: np.ndarray, cover: np.ndarray, share: float) -> bool:
+    """Whether some connected component of ``gt`` keeps at least ``share`` of its area uncovered."""
+    import cv2
+
+    n, labels = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return False
+    total = np.bincount(labels.ravel(), minlength=n)[1:]
+    seen = np.bincount(labels[~cover].ravel(), minlength=n)[1:]
+    return bool((seen >= share * total).any())
+
+
 def erasure_samples(
     images: np.ndarray,
     labels: np.ndarray,
@@ -95,13 +107,17 @@ def erasure_samples(
     rng: np.random.Generator,
     threshold: float = 0.5,
     min_remaining: float = 0.3,
+    item_visible: float | None = None,
 ) -> SampleSet:
     """Cover the top CAM region of each sensitive image with noise and label the result.
 
     With a ground-truth mask, the sample stays ``sensitive_label`` if at least
     ``min_remaining`` of the mask's area is still uncovered (the second region the model
-    should also see), else it becomes ``normal_label``. Without a mask the original label
-    is kept and the sample is flagged for review instead of guessed.
+    should also see), or, with ``item_visible``, if some item (a connected component of the
+    mask) keeps at least that share of its own area uncovered (a small second item left
+    whole is still sensitive however big the covered one was); else it becomes
+    ``normal_label``. Without a mask the original label is kept and the sample is flagged
+    for review instead of guessed.
 
     Args:
         images: (N, H, W, 3) sensitive images the model currently gets right.
@@ -113,6 +129,7 @@ def erasure_samples(
         rng: Noise source.
         threshold: Region threshold relative to the map maximum. Defaults to 0.5.
         min_remaining: See above. Defaults to 0.3.
+        item_visible: See above; None = area share only. Defaults to None.
 
     Example:
         >>> s = erasure_samples(x, y, 1, 0, maps, masks, np.random.default_rng(0))  # doctest: +SKIP
@@ -126,7 +143,8 @@ def erasure_samples(
         gt = masks[i] if masks is not None else None
         if gt is not None and gt.any():
             remaining = float((gt & ~cover).sum()) / float(gt.sum())
-            ys.append(sensitive_label if remaining >= min_remaining else normal_label)
+            keep = remaining >= min_remaining or (item_visible is not None and _item_in_view(gt, cover, item_visible))
+            ys.append(sensitive_label if keep else normal_label)
             rev.append(False)
         else:
             ys.append(int(labels[i]))

@@ -33,6 +33,23 @@ def test_erasure_label_follows_the_mask_rule() -> None:
     assert not np.allclose(s.x[0][covered], 0.2) and np.allclose(s.x[0][~covered], 0.2)
 
 
+def test_erasure_item_rule_keeps_a_small_whole_second_item_sensitive() -> None:
+    rng = np.random.default_rng(0)
+    x = np.full((2, 20, 20, 3), 0.2, np.float32)
+    y = np.ones(2, np.int32)
+    masks = np.zeros((2, 20, 20), bool)
+    masks[:, 1:10, 1:10] = True  # a big item (81 px), covered by the CAM region below
+    masks[0, 15:17, 15:17] = True  # a small item (4 px), left whole: 4 / 85 of the area
+    masks[1, 15:17, 15:17] = True
+    maps = np.zeros((2, 20, 20), np.float32)
+    maps[0, 1:10, 1:10] = 1.0
+    maps[1, 1:16, 1:17] = 1.0  # one region over the big item and half of the small one
+    area_only = erasure_samples(x, y, 1, 0, maps, masks, rng, threshold=0.5, min_remaining=0.3)
+    assert area_only.y.tolist() == [0, 0]
+    by_item = erasure_samples(x, y, 1, 0, maps, masks, rng, threshold=0.5, min_remaining=0.3, item_visible=0.9)
+    assert by_item.y.tolist() == [1, 0]  # the half-covered small item is not "in view"
+
+
 def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     rng = np.random.default_rng(0)
     x = np.full((2, 16, 16, 3), 0.2, np.float32)
@@ -56,6 +73,7 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"trades_beta": -1}, r"expected trades_beta >= 0, got -1"),
     ({"train_eps": 0}, r"expected 0.0 < train_eps <= 1.0, got 0"),
     ({"train_eps": 1.5}, r"expected 0.0 < train_eps <= 1.0, got 1.5"),
+    ({"erasure_item_visible": 0}, r"expected 0.0 < erasure_item_visible <= 1.0, got 0"),
 ])
 def test_config_validation(kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -174,3 +192,13 @@ def test_training_attack_budget_defaults_past_the_measured_one() -> None:
     assert HardenConfig(eps=4 / 255).attack_eps == pytest.approx(5 / 255)
     assert HardenConfig(train_eps=8 / 255).attack_eps == pytest.approx(8 / 255)
     assert HardenConfig(eps=0.9).attack_eps == 1.0
+
+
+def test_val_subset_is_seeded_and_spans_a_class_sorted_split() -> None:
+    from hardening.loop import val_subset
+
+    y = np.repeat([0, 1], 200)  # a split as scan_split lists it: class by class
+    sub = val_subset(len(y), seed=0)
+    assert len(sub) == 200 and np.array_equal(sub, val_subset(len(y), seed=0))
+    assert 0.35 < y[sub].mean() < 0.65  # not the first 200 (all class 0)
+    assert not np.array_equal(sub, val_subset(len(y), seed=1))
