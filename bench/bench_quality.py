@@ -141,7 +141,9 @@ def mosaic_figures(data_dir: Path, out_dir: Path, report_rows: list[Any], thresh
     Returns:
         ``gt_coverage`` (censored gt pixels / gt pixels, all sensitive test scenes),
         ``gt_coverage_flagged`` (the same over censored ones), ``area_ratio`` (censored
-        pixels / gt pixels, censored sensitive scenes), ``leak_rate`` (censored outputs still
+        pixels / gt pixels, censored sensitive scenes), ``area_ratio_regions`` (the same over
+        those censored by regions, not whole), ``unresolved_sensitive`` (share of censored
+        sensitive scenes censored whole), ``leak_rate`` (censored outputs still
         scoring >= threshold), ``censored_sensitive``, ``censored_normal`` (shares), ``n``.
 
     Example:
@@ -152,6 +154,7 @@ def mosaic_figures(data_dir: Path, out_dir: Path, report_rows: list[Any], thresh
 
     by_path = {r.path: r for r in report_rows}
     gt_px = cov_px = gt_px_flag = cov_px_flag = cens_px_flag = 0
+    gt_px_reg = cens_px_reg = n_unresolved = 0
     n_sens = n_sens_cens = n_norm = n_norm_cens = 0
     censored = leaked = 0
     for rel, row in by_path.items():
@@ -179,11 +182,18 @@ def mosaic_figures(data_dir: Path, out_dir: Path, report_rows: list[Any], thresh
         gt_px_flag += int(gt.sum())
         cov_px_flag += cov
         cens_px_flag += int(cm.sum())
+        if row.status == "censored":  # regions only, not censored whole
+            gt_px_reg += int(gt.sum())
+            cens_px_reg += int(cm.sum())
+        else:
+            n_unresolved += 1
     nan = float("nan")
     return {
         "gt_coverage": cov_px / gt_px if gt_px else nan,
         "gt_coverage_flagged": cov_px_flag / gt_px_flag if gt_px_flag else nan,
         "area_ratio": cens_px_flag / gt_px_flag if gt_px_flag else nan,
+        "area_ratio_regions": cens_px_reg / gt_px_reg if gt_px_reg else nan,
+        "unresolved_sensitive": n_unresolved / n_sens_cens if n_sens_cens else nan,
         "leak_rate": leaked / censored if censored else nan,
         "censored_sensitive": n_sens_cens / n_sens if n_sens else nan,
         "censored_normal": n_norm_cens / n_norm if n_norm else nan,
@@ -304,6 +314,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         st.add(f"mosaic blur ({which}): gt pixel coverage (censored scenes)", fig["gt_coverage_flagged"], ">= 0.95",
                fig["gt_coverage_flagged"] >= 0.95)
         st.add(f"mosaic blur ({which}): censored area / gt area", fig["area_ratio"], "<= 3", fig["area_ratio"] <= 3)
+        st.add(f"mosaic blur ({which}): ... of it, scenes censored by regions / sensitive scenes censored whole "
+               "(unresolved: the model still flags the censored scene)",
+               f"{fig['area_ratio_regions']:.2f} / {fig['unresolved_sensitive']:.3f}", "", None)
         st.add(f"mosaic blur ({which}): leak rate (censored outputs still flagged)", fig["leak_rate"], "0",
                fig["leak_rate"] == 0)
         st.add(f"mosaic blur ({which}): normal test scenes censored", fig["censored_normal"], "", None)

@@ -197,6 +197,10 @@ def test_quality_mosaic_figures(tmp_path: Path) -> None:
     fig = mosaic_figures(tmp_path / "d", tmp_path / "o", rows, threshold=0.6)
     assert fig["gt_coverage"] == pytest.approx(0.5) and fig["area_ratio"] == pytest.approx(1.0)
     assert fig["leak_rate"] == 1.0 and fig["censored_normal"] == 0.0 and fig["n"] == 2
+    assert fig["area_ratio_regions"] == pytest.approx(1.0) and fig["unresolved_sensitive"] == 0.0
+    rows[0].status = "unresolved"
+    fig = mosaic_figures(tmp_path / "d", tmp_path / "o", rows, threshold=0.6)
+    assert fig["unresolved_sensitive"] == 1.0 and np.isnan(fig["area_ratio_regions"])
 
 
 def test_quality_stage_failure_becomes_a_row() -> None:
