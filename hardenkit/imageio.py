@@ -186,13 +186,11 @@ def read_image_preview(
         ((256, 341, 3), dtype('uint8'))
     """
     pixels, reduced = _read(Path(path), max_pixels, background, min_side, raw=True)
-    if out_size is not None:
-        return pixels_at(pixels, out_size, background), (None if reduced else pixels)
-    small = shrink_pixels(pixels, min_side, background)
-    if small is not None:
-        return small, (None if reduced else pixels)
-    out = pixels_to_float(pixels, background)
-    return out, (None if reduced else out)
+    preview = preview_pixels(pixels, min_side, out_size, background)
+    if reduced:
+        return preview, None
+    # the preview is the full image (as floats) when nothing was shrunk
+    return preview, (preview if out_size is None and preview.shape[:2] == pixels.shape[:2] else pixels)
 
 
 def _raw_pixels(img: Image.Image, background: float) -> np.ndarray:
@@ -221,6 +219,23 @@ def shrink_pixels(pixels: np.ndarray, min_side: int, background: float = NEUTRAL
         return None
     s = min_side / min(h, w)
     return _area_shrink(pixels, (max(1, round(h * s)), max(1, round(w * s))), background)
+
+
+def preview_pixels(pixels: np.ndarray, min_side: int, out_size: tuple[int, int] | None = None,
+                   background: float = NEUTRAL_BACKGROUND) -> np.ndarray:
+    """Decoded ``pixels`` as a float32 RGB preview: resized to ``out_size`` (:func:`pixels_at`) when
+    given, else area-shrunk to a short side of ``min_side`` where larger (:func:`shrink_pixels`),
+    else converted as they are (:func:`pixels_to_float`).
+
+    Example:
+        >>> px = np.zeros((40, 80, 3), np.uint8)
+        >>> preview_pixels(px, 10).shape, preview_pixels(px, 10, (8, 8)).shape, preview_pixels(px, 64).shape
+        ((10, 20, 3), (8, 8, 3), (40, 80, 3))
+    """
+    if out_size is not None:
+        return pixels_at(pixels, out_size, background)
+    small = shrink_pixels(pixels, min_side, background)
+    return small if small is not None else pixels_to_float(pixels, background)
 
 
 def pixels_at(pixels: np.ndarray, size: tuple[int, int], background: float = NEUTRAL_BACKGROUND) -> np.ndarray:
@@ -677,20 +692,16 @@ def decode_image(data: bytes, min_side: int | None = None, background: float = N
     try:
         with Image.open(io.BytesIO(data)) as img:
             k = _draft(img, min_side) if min_side is not None and img.format == "JPEG" else 1
-            fast = _jpeg_pixels(data, img, k)
-            if fast is None and min_side is not None:
+            pixels = _jpeg_pixels(data, img, k)
+            if pixels is None:
                 img.load()
-                fast = _raw_pixels(img, background)
-            if fast is not None:
                 if min_side is None:
-                    return pixels_to_float(fast, background)
-                if out_size is not None:
-                    return pixels_at(fast, out_size, background)
-                small = shrink_pixels(fast, min_side, background)
-                return small if small is not None else pixels_to_float(fast, background)
-            img.load()
-            upright: Image.Image = ImageOps.exif_transpose(img) or img
-            return _to_float_rgb(upright, background)
+                    upright: Image.Image = ImageOps.exif_transpose(img) or img
+                    return _to_float_rgb(upright, background)
+                pixels = _raw_pixels(img, background)
+            if min_side is None:
+                return pixels_to_float(pixels, background)
+            return preview_pixels(pixels, min_side, out_size, background)
     except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError) as e:
         raise InvalidImageError(Path("<bytes>"), f"cannot decode ({e})") from None
 

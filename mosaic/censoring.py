@@ -385,16 +385,13 @@ def _verified(image: np.ndarray, suffix: str, quality: int, min_side: int,
     """(the output as a reader decodes it, reduced to a short side of ``min_side`` where larger, or
     with ``out_size`` (a model's input size) resized straight to that; its encoded bytes for
     JPEG/WebP, else None)."""
-    from hardenkit.imageio import decode_image, encode_image, pixels_at, pixels_to_float, shrink_pixels, to_uint8
+    from hardenkit.imageio import decode_image, encode_image, preview_pixels, to_uint8
 
     if suffix.lower() in (".jpg", ".jpeg", ".webp"):
         data = encode_image(image, suffix.lower(), quality)
         return decode_image(data, min_side=min_side, out_size=out_size), data
-    pixels = to_uint8(image)  # lossless: the 8-bit pixels, shrunk in 8 bits where larger
-    if out_size is not None:
-        return pixels_at(pixels, out_size), None
-    small = shrink_pixels(pixels, min_side)
-    return (pixels_to_float(pixels) if small is None else small), None
+    # lossless: the 8-bit pixels, shrunk in 8 bits where larger
+    return preview_pixels(to_uint8(image), min_side, out_size), None
 
 
 def model_input_size(bundle: Any) -> tuple[int, int] | None:
