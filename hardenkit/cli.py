@@ -28,10 +28,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's C++ start-up chatter before it is imported.
 
-    Only the log level: oneDNN stays on (``TF_ENABLE_ONEDNN_OPTS=0`` would silence its
-    notice too, but makes training and attacks about 2x slower on CPU).
+    The log level, and :func:`hardenkit.nativelog.filter_native_stderr` for the notices
+    that ignore it. oneDNN stays on (``TF_ENABLE_ONEDNN_OPTS=0`` would silence its notice
+    too, but makes training and attacks about 2x slower on CPU).
     """
+    from .nativelog import filter_native_stderr
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    filter_native_stderr()
 
 
 def handle_errors(fn: F) -> F:

@@ -134,11 +134,13 @@ def fit_arrays(
     callbacks: Sequence[Any] = (),
     description: str = "train",
     monitor: str = "val_loss",
+    final_learning_rate: float | None = None,
 ) -> dict[str, list[float]]:
     """Fit ``model`` on in-memory arrays, keeping the weights of the best epoch by ``monitor``.
 
     Class-balanced (per-sample weights), horizontally flipped at random, seeded.
-    The model is (re)compiled here. ``callbacks`` run before the checkpoint, so one of
+    With ``final_learning_rate`` the rate follows a cosine from ``learning_rate`` down to it
+    over the ``epochs`` (per step); else it stays constant. The model is (re)compiled here. ``callbacks`` run before the checkpoint, so one of
     them may add the ``monitor`` value to the epoch logs.
 
     Returns:
@@ -158,7 +160,12 @@ def fit_arrays(
     w = np.array([cw[int(c)] for c in y], np.float32)
     if sample_weight is not None:
         w = w * sample_weight.astype(np.float32)
-    opt = keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": learning_rate}}) \
+    lr: Any = learning_rate
+    if final_learning_rate is not None and final_learning_rate != learning_rate:
+        steps = epochs * -(-len(x) // batch_size)
+        lr = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps,
+                                                    alpha=final_learning_rate / learning_rate)
+    opt = keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": lr}}) \
         if isinstance(optimizer, str) else optimizer
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=_jit_wanted())
     ds = tf.data.Dataset.from_tensor_slices((x, y, w)).shuffle(len(x), seed=seed)
@@ -170,7 +177,8 @@ def fit_arrays(
         cbs = [*callbacks, keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode=mode, save_best_only=True,
                                                            save_weights_only=True),
                keras_progress(epochs, description)]
-        hist = model.fit(ds, validation_data=(x_val, y_val), epochs=epochs, verbose=0, callbacks=cbs)
+        hist = model.fit(ds, validation_data=(x_val, y_val), epochs=epochs, verbose=0, callbacks=cbs,
+                         shuffle=False)  # ds is shuffled (seeded) above
         if os.path.exists(ckpt):
             model.load_weights(ckpt)
     return {k: [float(v) for v in vs] for k, vs in hist.history.items()}

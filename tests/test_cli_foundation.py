@@ -48,3 +48,35 @@ def test_train_cli_writes_model(tiny_data: Path, tmp_path: Path) -> None:
     import json
 
     assert json.loads(res.stdout)["model"] == str(out) and out.exists()
+
+
+_NATIVE = r"""
+import os, sys
+from hardenkit.nativelog import filter_native_stderr
+print(filter_native_stderr(), flush=True)
+os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+os.write(2, b"I0000 00:00:1.5   7 port.cc:153] oneDNN custom operations are on. You may see ...\n")
+os.write(2, b"E0000 00:00:1.5   7 some_kernel.cc:9] a real native failure\n")
+sys.stderr.write("Error: from Python\n")
+os.write(2, b"E0000 00:00:1.6   7 node_def_util.cc:682] NodeDef mentions attribute use_unbounded_threadpool which "
+            b"is not in the op definition: Op<...>\n")
+os.write(2, b"last words without a newline")
+"""
+
+
+@pytest.mark.parametrize("env, on", [({}, True), ({"HARDENKIT_NATIVE_LOG": "1"}, False)])
+def test_native_stderr_filter_drops_only_tensorflow_notices(env: dict, on: bool) -> None:
+    out = subprocess.run([sys.executable, "-c", _NATIVE], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **env})
+    assert out.returncode == 0 and out.stdout.strip() == str(on)
+    err = out.stderr
+    for kept in ("a real native failure", "Error: from Python", "last words without a newline"):
+        assert kept in err
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "use_unbounded_threadpool"):
+        assert (noise in err) is not on
+
+
+def test_native_stderr_filter_stays_off_once_tensorflow_is_imported() -> None:
+    code = "import tensorflow, hardenkit.nativelog as n; print(n.filter_native_stderr())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False"
