@@ -77,6 +77,10 @@ class HardenConfig:
         epochs: Adam epochs per round. Defaults to 4.
         sgd_epochs: SGD finishing epochs per round at ``sgd_learning_rate``. Defaults to 1.
         learning_rate: Adam learning rate. Defaults to 1e-3.
+        final_learning_rate: Adam's rate at the end of each round's ``epochs``: a per-step
+            cosine from ``learning_rate`` down to it; None = constant. On the demo data a
+            cosine to 1e-4 measured worse at round 5 (robust 0.555, accuracy 0.855, fpr 0.285
+            vs 0.595, 0.910, 0.135 constant, seed 0). Defaults to None.
         sgd_learning_rate: Defaults to 1e-3.
         batch_size: Defaults to 32 (twice the updates of 64 per epoch at the same cost).
         drift_images: Test images shown in the CAM-drift gallery. Defaults to 12.
@@ -113,6 +117,7 @@ class HardenConfig:
     epochs: int = 4
     sgd_epochs: int = 1
     learning_rate: float = 1e-3
+    final_learning_rate: float | None = None
     sgd_learning_rate: float = 1e-3
     batch_size: int = 32
     drift_images: int = 12
@@ -145,6 +150,9 @@ class HardenConfig:
             v = getattr(self, name)
             if not (0 < v < 1):
                 raise ConfigError(f"expected 0 < {name} < 1, got {v!r}")
+        v = self.final_learning_rate
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= self.learning_rate):
+            raise ConfigError(f"expected 0 < final_learning_rate <= learning_rate ({self.learning_rate}), got {v!r}")
         unknown = set(self.weights) - set(SAMPLE_KINDS)
         if unknown:
             raise ConfigError(f"expected sample kinds among {list(SAMPLE_KINDS)}, got {sorted(unknown)}")

@@ -404,6 +404,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
             vx, vy = vx[sub], vy[sub]
         fit_arrays(model, x, y, vx, vy, epochs=cfg.epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
+                   final_learning_rate=cfg.final_learning_rate,
                    callbacks=[tb], description=f"round {r} adam", monitor=monitor)
         if cfg.sgd_epochs:
             fit_arrays(model, x, y, vx, vy, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,

@@ -89,3 +89,21 @@ def test_fit_arrays_trains_without_xla_on_cpu() -> None:
     m = tiny_model()
     fit_arrays(m, x, y, x[:4], y[:4], epochs=1, batch_size=8)
     assert m.jit_compile is False  # measured slower on CPU than the oneDNN graph
+
+
+@pytest.mark.parametrize("final, expect_end", [(None, 1e-2), (1e-3, 1e-3)])
+def test_fit_arrays_final_learning_rate_is_a_cosine_down_to_it(final: float | None, expect_end: float) -> None:
+    from hardenkit.testkit import tiny_model
+    from hardenkit.train import fit_arrays
+
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 8, 8, 3), np.float32)
+    y = (np.arange(20) % 2).astype(np.int32)
+    m = tiny_model()
+    fit_arrays(m, x, y, x[:4], y[:4], epochs=2, batch_size=8, learning_rate=1e-2, final_learning_rate=final)
+    opt = m.optimizer
+    assert int(opt.iterations) == 6  # 2 epochs x ceil(20 / 8) steps: the schedule spans exactly the run
+    lr = opt.learning_rate if final is None else opt._learning_rate(opt.iterations)
+    assert float(lr) == pytest.approx(expect_end, rel=1e-4)
+    if final is not None:
+        assert float(opt._learning_rate(3)) == pytest.approx(0.5 * (1e-2 + 1e-3), rel=1e-4)  # half-way

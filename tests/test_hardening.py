@@ -74,6 +74,8 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"train_eps": 0}, r"expected 0.0 < train_eps <= 1.0, got 0"),
     ({"train_eps": 1.5}, r"expected 0.0 < train_eps <= 1.0, got 1.5"),
     ({"erasure_item_visible": 0}, r"expected 0.0 < erasure_item_visible <= 1.0, got 0"),
+    ({"final_learning_rate": 2e-3}, r"expected 0 < final_learning_rate <= learning_rate \(0.001\), got 0.002"),
+    ({"final_learning_rate": 0}, r"expected 0 < final_learning_rate <= learning_rate"),
 ])
 def test_config_validation(kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
