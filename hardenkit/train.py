@@ -236,7 +236,7 @@ def train_baseline(config: TrainConfig) -> TrainResult:
             keras_progress(config.epochs, "train"),
         ]
         hist = model.fit(ds, validation_data=(val_arr.x, val_arr.y), epochs=config.epochs,
-                         class_weight=cw, verbose=0, callbacks=cbs)
+                         class_weight=cw, verbose=0, callbacks=cbs, shuffle=False)  # tf_dataset shuffles
         if not os.path.exists(ckpt):
             raise DataError(f"{config.data}/train: no readable images")
         model.load_weights(ckpt)
