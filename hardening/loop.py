@@ -404,7 +404,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
             vx, vy = vx[sub], vy[sub]
         fit_arrays(model, x, y, vx, vy, epochs=cfg.epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
-                   final_learning_rate=cfg.final_learning_rate,
+                   final_learning_rate=cfg.final_learning_rate, ema_momentum=cfg.ema_momentum,
                    callbacks=[tb], description=f"round {r} adam", monitor=monitor)
         if cfg.sgd_epochs:
             fit_arrays(model, x, y, vx, vy, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
@@ -488,6 +488,8 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
     done = finished_rounds(out)
     if done and not resume:
         raise UsageError(f"{out}: holds a run already (rounds {done} done); pass --resume or another --out")
+    if resume and not done and not (out / "config.json").exists():
+        raise UsageError(f"{out}: nothing to resume (no run there); drop --resume to start one")
     if resume and (out / "config.json").exists():
         saved = json.loads((out / "config.json").read_text())
         if saved.get("seed") != cfg.seed:

@@ -135,12 +135,16 @@ def fit_arrays(
     description: str = "train",
     monitor: str = "val_loss",
     final_learning_rate: float | None = None,
+    ema_momentum: float | None = None,
 ) -> dict[str, list[float]]:
     """Fit ``model`` on in-memory arrays, keeping the weights of the best epoch by ``monitor``.
 
     Class-balanced (per-sample weights), horizontally flipped at random, seeded.
     With ``final_learning_rate`` the rate follows a cosine from ``learning_rate`` down to it
-    over the ``epochs`` (per step); else it stays constant. The model is (re)compiled here. ``callbacks`` run before the checkpoint, so one of
+    over the ``epochs`` (per step); else it stays constant. With ``ema_momentum`` the
+    optimizer keeps an exponential moving average of the weights (Polyak averaging), and
+    validation, the best-epoch checkpoint and the result use the averaged weights
+    (``keras.callbacks.SwapEMAWeights``). The model is (re)compiled here. ``callbacks`` run before the checkpoint, so one of
     them may add the ``monitor`` value to the epoch logs.
 
     Returns:
@@ -165,8 +169,10 @@ def fit_arrays(
         steps = epochs * -(-len(x) // batch_size)
         lr = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps,
                                                     alpha=final_learning_rate / learning_rate)
-    opt = keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": lr}}) \
-        if isinstance(optimizer, str) else optimizer
+    conf: dict[str, Any] = {"learning_rate": lr}
+    if ema_momentum is not None:
+        conf.update(use_ema=True, ema_momentum=float(ema_momentum))
+    opt = keras.optimizers.get({"class_name": optimizer, "config": conf}) if isinstance(optimizer, str) else optimizer
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=_jit_wanted())
     ds = tf.data.Dataset.from_tensor_slices((x, y, w)).shuffle(len(x), seed=seed)
     ds = ds.map(lambda a, b, c: (tf.image.random_flip_left_right(a, seed=seed), b, c),
@@ -174,7 +180,8 @@ def fit_arrays(
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = os.path.join(tmp, "best.weights.h5")
         mode = "min" if "loss" in monitor else "max"
-        cbs = [*callbacks, keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode=mode, save_best_only=True,
+        ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if getattr(opt, "use_ema", False) else []
+        cbs = [*ema, *callbacks, keras.callbacks.ModelCheckpoint(ckpt, monitor=monitor, mode=mode, save_best_only=True,
                                                            save_weights_only=True),
                keras_progress(epochs, description)]
         hist = model.fit(ds, validation_data=(x_val, y_val), epochs=epochs, verbose=0, callbacks=cbs,

@@ -107,3 +107,35 @@ def test_fit_arrays_final_learning_rate_is_a_cosine_down_to_it(final: float | No
     assert float(lr) == pytest.approx(expect_end, rel=1e-4)
     if final is not None:
         assert float(opt._learning_rate(3)) == pytest.approx(0.5 * (1e-2 + 1e-3), rel=1e-4)  # half-way
+
+
+
+def test_fit_arrays_ema_keeps_the_averaged_weights() -> None:
+    import keras
+
+    from hardenkit.testkit import tiny_model
+    from hardenkit.train import fit_arrays
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weights_seen: list[list[np.ndarray]] = []
+
+        def on_train_batch_end(self, batch: int, logs: object = None) -> None:
+            self.weights_seen.append([np.array(v) for v in self.model.trainable_weights])
+
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 3), np.float32)
+    y = (np.arange(32) % 2).astype(np.int32)
+    m, rec = tiny_model(), Record()
+    fit_arrays(m, x, y, x[:8], y[:8], epochs=1, batch_size=8, learning_rate=1e-2, monitor="val_accuracy",
+               ema_momentum=0.9, callbacks=[rec])
+    ema = rec.weights_seen[0]  # Keras' average starts at the weights after the first step
+    for w in rec.weights_seen[1:]:
+        ema = [0.9 * a + 0.1 * b for a, b in zip(ema, w)]
+    final = [np.array(v) for v in m.trainable_weights]
+
+    def dist(u: list[np.ndarray], v: list[np.ndarray]) -> float:
+        return sum(float(np.abs(a - b).sum()) for a, b in zip(u, v))
+
+    assert dist(final, ema) < 1e-4 < dist(final, rec.weights_seen[-1])

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,7 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"erasure_item_visible": 0}, r"expected 0.0 < erasure_item_visible <= 1.0, got 0"),
     ({"final_learning_rate": 2e-3}, r"expected 0 < final_learning_rate <= learning_rate \(0.001\), got 0.002"),
     ({"final_learning_rate": 0}, r"expected 0 < final_learning_rate <= learning_rate"),
+    ({"ema_momentum": 1.0}, r"expected 0 < ema_momentum < 1, got 1.0"),
 ])
 def test_config_validation(kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -90,6 +92,21 @@ def test_config_from_toml(tmp_path: Path) -> None:
     p.write_text("roundz = 3\n")
     with pytest.raises(ConfigError, match="unknown key"):
         HardenConfig.from_toml(p)
+    p.write_text('rounds = "x"\n')  # a bad value names the file ...
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(p))}: expected rounds >= 1, got 'x'$"):
+        HardenConfig.from_toml(p)
+    p.write_text("rounds = 3\n")  # ... or the command line, when an override is the bad one
+    with pytest.raises(ConfigError, match=r"^command line: expected 0.0 <= eps <= 1.0, got 3.0$"):
+        HardenConfig.from_toml(p, eps=3.0)
+    assert HardenConfig.from_toml(p, rounds=None).rounds == 3  # None = not given
+
+
+def test_resume_without_a_run_is_a_usage_error(tmp_path: Path) -> None:
+    from hardening import loop
+
+    with pytest.raises(UsageError, match="nothing to resume"):
+        loop.run(HardenConfig(rounds=1, out=str(tmp_path / "typo")), resume=True)
+    assert not (tmp_path / "typo").exists()  # nothing written
 
 
 def _start_model(tmp_path: Path) -> Path:
