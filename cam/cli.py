@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from hardenkit.cli import handle_errors, load_bundle, model_options, print_json
+from hardenkit.cli import handle_errors, load_bundle, model_options, print_json, warn_if_no_images
 
 from .methods import DEFAULT_METHOD, METHODS
 
@@ -66,6 +66,8 @@ def show(inputs: tuple[str, ...], model_path: str | None, unsafe_model: bool, se
 
     cfg = ShowConfig(inputs=tuple(inputs), out=out, method=method, target=target, layer=layer, alpha=alpha,
                      grid=grid, threshold=threshold, batch_size=batch_size)
+    for raw in inputs:
+        warn_if_no_images(raw)
     bundle = load_bundle(model_path, unsafe_model, sensitive)
     ensure_out_dir(cfg.out)
     failed = 0

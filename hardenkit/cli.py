@@ -60,6 +60,25 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def warn_if_no_images(folder: str | os.PathLike[str]) -> bool:
+    """Print ``warning: DIR: no images in this folder (...)`` if ``folder`` is a folder holding
+    no image files (what a typo'd or not-yet-filled input folder looks like); return whether it did.
+
+    Example:
+        >>> warn_if_no_images("/nonexistent")  # not a folder: nothing to say
+        False
+    """
+    from pathlib import Path
+
+    from .imageio import IMAGE_EXTENSIONS, iter_images
+
+    if not Path(folder).is_dir() or next(iter_images([folder]), None) is not None:
+        return False
+    click.echo(f"warning: {folder}: no images in this folder (looked for {' '.join(IMAGE_EXTENSIONS)}, "
+               "sub-folders included)", err=True)
+    return True
+
+
 def model_options(fn: F) -> F:
     """Add ``--model``, ``--unsafe-model`` and ``--sensitive`` to a command."""
     fn = click.option("--sensitive", default=None, metavar="NAME[,NAME]",

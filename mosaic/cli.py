@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from cam.methods import METHODS
-from hardenkit.cli import handle_errors, load_bundle, model_options, print_json
+from hardenkit.cli import handle_errors, load_bundle, model_options, print_json, warn_if_no_images
 
 from .config import DEFAULT_METHOD, SHAPES, MosaicConfig, parse_shard
 from .styles import STYLES
@@ -110,6 +110,7 @@ def blur(src: str, dst: str, model_path: str | None, unsafe_model: bool, sensiti
     if single:
         rep = blur_file(src, dst, cfg, bundle, report=report_path)
     else:
+        warn_if_no_images(src)
         rep = blur_folder(src, dst, cfg, bundle, report=report_path, show_progress=True)
         if report_path is None:
             from reports import render_mosaic

@@ -56,6 +56,15 @@ def test_show_writes_overlays_at_input_size_and_reports_bad_files(tiny_bundle: o
     assert len(lines) == 2 and lines[0].startswith(str(inputs["a"])) and "sensitive=" in lines[0]
 
 
+def test_show_warns_about_a_folder_without_images(tiny_bundle: object, tmp_path: Path) -> None:
+    empty = tmp_path / "uploads"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("not an image")
+    res = _show(tiny_bundle, [str(empty), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0 and res.stdout == ""
+    assert f"warning: {empty}: no images in this folder (looked for .jpg" in res.stderr
+
+
 def test_show_json_lines_parse(tiny_bundle: object, inputs: dict, tmp_path: Path) -> None:
     res = _show(tiny_bundle, [str(inputs["a"].parent), "--out", str(tmp_path / "o"), "--json"])
     assert res.exit_code == 1  # the folder also holds the two broken .jpg files
