@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -242,8 +243,12 @@ def train_baseline(config: TrainConfig) -> TrainResult:
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2),
             keras_progress(config.epochs, "train"),
         ]
-        hist = model.fit(ds, validation_data=(val_arr.x, val_arr.y), epochs=config.epochs,
-                         class_weight=cw, verbose=0, callbacks=cbs, shuffle=False)  # tf_dataset shuffles
+        with warnings.catch_warnings():
+            # tf_dataset skips undecodable files, so its length is unknown until the first
+            # epoch ends, which Keras reports as "Your input ran out of data" every time
+            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+            hist = model.fit(ds, validation_data=(val_arr.x, val_arr.y), epochs=config.epochs,
+                             class_weight=cw, verbose=0, callbacks=cbs, shuffle=False)  # tf_dataset shuffles
         if not os.path.exists(ckpt):
             raise DataError(f"{config.data}/train: no readable images")
         model.load_weights(ckpt)
