@@ -83,7 +83,9 @@ class HardenConfig:
             vs 0.595, 0.910, 0.135 constant, seed 0). Defaults to None.
         ema_momentum: Adam epochs keep an exponential moving average of the weights with
             this momentum, and the averaged weights are what each epoch is validated, kept
-            and saved as; None = plain weights. Defaults to None.
+            and saved as; None = plain weights. On the demo data 0.99 measured worse at
+            round 5 (seed 0: robust 0.570, accuracy 0.870, fpr 0.310; seed 1: 0.535, 0.842,
+            0.315; plain weights: 0.595, 0.910, 0.135 and 0.560, 0.888, 0.200). Defaults to None.
         sgd_learning_rate: Defaults to 1e-3.
         batch_size: Defaults to 32 (twice the updates of 64 per epoch at the same cost).
         drift_images: Test images shown in the CAM-drift gallery. Defaults to 12.
