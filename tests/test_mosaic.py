@@ -421,6 +421,15 @@ def test_cli_folder_exit_code_and_json_summary(tmp_path: Path, fake_cli: None) -
     assert "zero.jpg" in html  # the failed files are listed in the HTML report
 
 
+def test_cli_warns_about_an_input_folder_without_images(tmp_path: Path, fake_cli: None) -> None:
+    src = tmp_path / "uploads"
+    src.mkdir()
+    (src / "readme.txt").write_text("no images yet")
+    res = _runner().invoke(main, ["blur", str(src), str(tmp_path / "out"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["inputs"] == 0
+    assert f"warning: {src}: no images in this folder" in res.stderr
+
+
 def test_cli_single_file_and_bad_options(tmp_path: Path, fake_cli: None) -> None:
     src = make_tree(tmp_path, bad=False) / "a_flagged.png"
     out = tmp_path / "single" / "a.png"
