@@ -145,8 +145,8 @@ def fit_arrays(
     over the ``epochs`` (per step); else it stays constant. With ``ema_momentum`` the
     optimizer keeps an exponential moving average of the weights (Polyak averaging), and
     validation, the best-epoch checkpoint and the result use the averaged weights
-    (``keras.callbacks.SwapEMAWeights``). The model is (re)compiled here. ``callbacks`` run before the checkpoint, so one of
-    them may add the ``monitor`` value to the epoch logs.
+    (``keras.callbacks.SwapEMAWeights``). The model is (re)compiled here. ``callbacks`` run
+    before the checkpoint, so one of them may add the ``monitor`` value to the epoch logs.
 
     Returns:
         The Keras history dict.
