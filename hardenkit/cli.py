@@ -70,9 +70,9 @@ def warn_if_no_images(folder: str | os.PathLike[str]) -> bool:
     """
     from pathlib import Path
 
-    from .imageio import IMAGE_EXTENSIONS, iter_images
+    from .imageio import IMAGE_EXTENSIONS, has_images
 
-    if not Path(folder).is_dir() or next(iter_images([folder]), None) is not None:
+    if not Path(folder).is_dir() or has_images(folder):
         return False
     click.echo(f"warning: {folder}: no images in this folder (looked for {' '.join(IMAGE_EXTENSIONS)}, "
                "sub-folders included)", err=True)

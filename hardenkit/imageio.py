@@ -75,12 +75,28 @@ def iter_images(paths: Iterable[str | os.PathLike[str]], recursive: bool = True)
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
             for f in sorted(p.glob(pattern)):
-                if f.is_file() and is_image_path(f) and not f.name.startswith("."):
+                if _listed(f):
                     yield f
         elif p.exists() or p.is_symlink():
             yield p
         else:
             raise UsageError(f"{p}: no such file or folder")
+
+
+def _listed(f: Path) -> bool:
+    """Whether a file met walking a folder is one :func:`iter_images` yields."""
+    return f.is_file() and is_image_path(f) and not f.name.startswith(".")
+
+
+def has_images(folder: str | os.PathLike[str]) -> bool:
+    """Whether walking ``folder`` (sub-folders included) meets a file :func:`iter_images` would
+    yield; stops at the first, without listing or sorting the rest.
+
+    Example:
+        >>> has_images("/nonexistent")
+        False
+    """
+    return any(_listed(f) for f in Path(folder).rglob("*"))
 
 
 def _check_file(path: Path) -> None:
