@@ -13,7 +13,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hardenkit.errors import ConfigError
 
@@ -142,12 +142,6 @@ class HardenConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
                 raise ConfigError(f"expected 0.0 <= {name} <= 1.0, got {v!r}")
-        if self.train_eps is not None and (not isinstance(self.train_eps, (int, float)) or isinstance(self.train_eps, bool)
-                                           or not 0.0 < self.train_eps <= 1.0):
-            raise ConfigError(f"expected 0.0 < train_eps <= 1.0, got {self.train_eps!r}")
-        v = self.erasure_item_visible
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 < v <= 1.0):
-            raise ConfigError(f"expected 0.0 < erasure_item_visible <= 1.0, got {v!r}")
         if self.objective not in ("mix", "trades"):
             raise ConfigError(f"expected objective 'mix' or 'trades', got {self.objective!r}")
         if not isinstance(self.trades_beta, (int, float)) or self.trades_beta < 0:
@@ -156,12 +150,17 @@ class HardenConfig:
             v = getattr(self, name)
             if not (0 < v < 1):
                 raise ConfigError(f"expected 0 < {name} < 1, got {v!r}")
-        v = self.final_learning_rate
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= self.learning_rate):
-            raise ConfigError(f"expected 0 < final_learning_rate <= learning_rate ({self.learning_rate}), got {v!r}")
-        v = self.ema_momentum
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < 1):
-            raise ConfigError(f"expected 0 < ema_momentum < 1, got {v!r}")
+        optional: dict[str, tuple[str, Callable[[float], bool]]] = {  # None = off, else a number in range
+            "train_eps": ("0.0 < train_eps <= 1.0", lambda x: 0.0 < x <= 1.0),
+            "erasure_item_visible": ("0.0 < erasure_item_visible <= 1.0", lambda x: 0.0 < x <= 1.0),
+            "final_learning_rate": (f"0 < final_learning_rate <= learning_rate ({self.learning_rate})",
+                                    lambda x: 0 < x <= self.learning_rate),
+            "ema_momentum": ("0 < ema_momentum < 1", lambda x: 0 < x < 1),
+        }
+        for name, (expect, ok) in optional.items():
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not ok(v)):
+                raise ConfigError(f"expected {expect}, got {v!r}")
         unknown = set(self.weights) - set(SAMPLE_KINDS)
         if unknown:
             raise ConfigError(f"expected sample kinds among {list(SAMPLE_KINDS)}, got {sorted(unknown)}")
