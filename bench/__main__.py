@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in only if m not in MODULES]
     if unknown:
         ap.error(f"unknown module(s) {unknown}; expected some of {list(MODULES)}")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from hardenkit.cli import quiet_tensorflow
+
+    quiet_tensorflow()  # the commands' log level and native-notice filter
     os.environ.setdefault("HARDENKIT_NO_PROGRESS", "1")
     chosen = [m for m in MODULES if not only or m in only]
     kept = previous_results(Path(args.out)) if only else {}

@@ -257,6 +257,7 @@ def tf_dataset(
     if shuffle and not cache:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(tf_decode, num_parallel_calls=tf.data.AUTOTUNE)
+
     def decoded(img: Any, label: Any, ok: Any) -> Any:
         return ok
 
