@@ -186,3 +186,61 @@ class AdversarialTrainer(keras.Model):
         score = tf.where(clean >= self.min_clean_accuracy, 0.5 * (clean + robust), clean - 1.0)
         out.update(loss=self.loss_tracker.result(), clean_accuracy=clean, robust_accuracy=robust, score=score)
         return out
+
+
+class FprSelectionScore(keras.callbacks.Callback):
+    """Add ``val_fpr`` and ``val_select`` to each epoch's logs, for the checkpoint to monitor.
+
+    ``val_fpr`` is the false-positive rate on the validation images at the threshold that
+    holds ``recall`` on them (the operating point ``harden`` reports). ``val_select`` is
+    ``(clean + robust + fpr_weight * (1 - val_fpr)) / (2 + fpr_weight)``, from the epoch's
+    ``val_clean_accuracy`` and ``val_robust_accuracy`` (:class:`AdversarialTrainer`; a plain
+    classifier's ``val_accuracy`` counts as both), or ``clean - 1`` below ``min_clean_accuracy``.
+
+    Args:
+        classifier: The softmax classifier being trained (the trainer's ``inner``).
+        x_val: Validation images; all of them are scored (one prediction pass per epoch).
+        y_val_binary: 1 for sensitive, 0 for normal, per validation image.
+        sensitive_indices: Output columns summed into the sensitive score.
+        recall: The operating point's recall.
+        fpr_weight: Weight of ``1 - val_fpr`` in ``val_select``.
+        min_clean_accuracy: Below this clean accuracy an epoch is never the best. Defaults to 0.
+
+    Example:
+        >>> import numpy as np
+        >>> from hardenkit.testkit import tiny_model
+        >>> cb = FprSelectionScore(tiny_model(), np.zeros((4, 8, 8, 3), np.float32), np.array([0, 0, 1, 1]),
+        ...                        (1,), recall=0.95, fpr_weight=1.0)
+        >>> logs = {"val_clean_accuracy": 0.9, "val_robust_accuracy": 0.6}
+        >>> cb.on_epoch_end(0, logs)
+        >>> logs["val_fpr"], round(logs["val_select"], 4)  # equal scores: both normals flagged
+        (1.0, 0.5)
+    """
+
+    def __init__(self, classifier: keras.Model, x_val: Any, y_val_binary: Any, sensitive_indices: Any,
+                 recall: float, fpr_weight: float, min_clean_accuracy: float = 0.0) -> None:
+        super().__init__()
+        import numpy as np
+
+        self.classifier = classifier
+        self.x_val = x_val
+        self.yb = np.asarray(y_val_binary).astype(bool)
+        self.cols = list(sensitive_indices)
+        self.recall = float(recall)
+        self.fpr_weight = float(fpr_weight)
+        self.min_clean = float(min_clean_accuracy)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        from attacks import threshold_at_recall
+
+        if logs is None:
+            return
+        probs = self.classifier.predict(self.x_val, batch_size=256, verbose=0)
+        s = probs[:, self.cols].sum(axis=1)
+        thr = threshold_at_recall(s, self.yb, self.recall)
+        fpr = float((s[~self.yb] >= thr).mean()) if (~self.yb).any() else 0.0
+        clean = float(logs.get("val_clean_accuracy", logs.get("val_accuracy", 0.0)))
+        robust = float(logs.get("val_robust_accuracy", clean))
+        w = self.fpr_weight
+        logs["val_fpr"] = fpr
+        logs["val_select"] = clean - 1.0 if clean < self.min_clean else (clean + robust + w * (1 - fpr)) / (2 + w)

@@ -57,6 +57,10 @@ class HardenConfig:
             than this below the starting model's is never kept as best, however robust: a
             model collapsed to one class is "robust" on every image of that class. Defaults to 0.05.
         recall: fpr/miss rate are measured at the threshold (set on val) holding this recall.
+        fpr_weight: Weight of the validation fpr (at ``recall``) in the score that picks the
+            kept checkpoint, each epoch's and each round's (``best.keras``):
+            ``(clean + robust + fpr_weight * (1 - fpr)) / (2 + fpr_weight)`` on the validation
+            split; 0 = mean(clean, robust) alone. Defaults to 0.
         cam_method: CAM method; None = cam's default.
         cam_threshold: Relative map threshold for regions. Defaults to 0.5.
         erasure_min_remaining: With masks, an erased image stays sensitive if at least this
@@ -107,6 +111,7 @@ class HardenConfig:
     trades_beta: float = 6.0
     max_clean_drop: float = 0.05
     recall: float = 0.95
+    fpr_weight: float = 0.0
     cam_method: str | None = None
     cam_threshold: float = 0.5
     erasure_min_remaining: float = 0.3
@@ -144,8 +149,10 @@ class HardenConfig:
                 raise ConfigError(f"expected 0.0 <= {name} <= 1.0, got {v!r}")
         if self.objective not in ("mix", "trades"):
             raise ConfigError(f"expected objective 'mix' or 'trades', got {self.objective!r}")
-        if not isinstance(self.trades_beta, (int, float)) or self.trades_beta < 0:
-            raise ConfigError(f"expected trades_beta >= 0, got {self.trades_beta!r}")
+        for name in ("trades_beta", "fpr_weight"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"expected {name} >= 0, got {v!r}")
         for name in ("learning_rate", "sgd_learning_rate"):
             v = getattr(self, name)
             if not (0 < v < 1):

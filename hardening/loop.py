@@ -153,13 +153,15 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str
         ``accuracy``, ``fpr``, ``miss_rate``, ``robust_accuracy``, ``robust_by_eps``,
         ``pointing_game``, ``item_recall`` (None without masks), ``threshold``,
         ``confusion`` ([[tn, fp], [fn, tp]] at the threshold), ``val_score`` (mean of clean
-        and PGD accuracy on val), ``val_accuracy``.
+        and PGD accuracy on val), ``val_accuracy``, ``val_fpr`` (on val at the same threshold).
     """
     from cam.metrics import item_recall, pointing_game
 
     test, val = data.test, data.val
     yb_val = bundle.labels_binary(val.y)
-    thr = _threshold_at_recall(bundle.sensitive_score(val.x), yb_val, cfg.recall)
+    s_val = bundle.sensitive_score(val.x)
+    thr = _threshold_at_recall(s_val, yb_val, cfg.recall)
+    val_fpr = float((s_val[yb_val == 0] >= thr).mean()) if (yb_val == 0).any() else 0.0
     probs = bundle.predict(test.x)
     s = probs[:, list(bundle.sensitive_indices)].sum(axis=1)
     yb = bundle.labels_binary(test.y)
@@ -195,6 +197,7 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str
         "confusion": [[tn, fp], [fn, tp]],
         "val_score": val_score,
         "val_accuracy": val_acc,
+        "val_fpr": val_fpr,
     }
 
 
@@ -353,20 +356,27 @@ def _write_review(out: Path, r: int, sets: list[SampleSet], class_names: tuple[s
     return len(rows)
 
 
-def selection_score(m: dict[str, Any], min_clean: float) -> float:
-    """How a round competes for ``best.keras``: its ``val_score``, unless its clean validation
-    accuracy fell below ``min_clean`` (then ``val_accuracy - 1``: below every acceptable round).
+def selection_score(m: dict[str, Any], min_clean: float, fpr_weight: float = 0.0) -> float:
+    """How a round competes for ``best.keras``: its ``val_score`` (mean of clean and robust
+    accuracy), with ``fpr_weight`` > 0 averaged with ``1 - val_fpr`` at that weight (the
+    per-epoch ``val_select`` of :class:`~hardening.adversarial.FprSelectionScore`), unless its
+    clean validation accuracy fell below ``min_clean`` (then ``val_accuracy - 1``: below every
+    acceptable round). A round saved without ``val_fpr`` (an older run) competes on ``val_score``.
 
     Example:
         >>> selection_score({"val_score": 0.5, "val_accuracy": 0.5}, 0.8)  # collapsed to one class
         -0.5
         >>> selection_score({"val_score": 0.45, "val_accuracy": 0.85}, 0.8)
         0.45
+        >>> selection_score({"val_score": 0.45, "val_accuracy": 0.85, "val_fpr": 0.3}, 0.8, fpr_weight=2)
+        0.575
     """
     acc = m.get("val_accuracy")
-    if acc is None or acc >= min_clean:
-        return float(m["val_score"])
-    return float(acc) - 1.0
+    if acc is not None and acc < min_clean:
+        return float(acc) - 1.0
+    if fpr_weight > 0 and m.get("val_fpr") is not None:
+        return (2 * float(m["val_score"]) + fpr_weight * (1 - float(m["val_fpr"]))) / (2 + fpr_weight)
+    return float(m["val_score"])
 
 
 def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray, extra_w: np.ndarray,
@@ -399,17 +409,24 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
                                        objective=cfg.objective, trades_beta=cfg.trades_beta)
             monitor = "val_score"
         vx, vy = data.val.x, data.val.y
+        select: list[Any] = []
+        if cfg.fpr_weight > 0:  # scores every validation image: the fpr needs the full split
+            from .adversarial import FprSelectionScore
+
+            select = [FprSelectionScore(inner, vx, bundle.labels_binary(vy), bundle.sensitive_indices, cfg.recall,
+                                        cfg.fpr_weight, min_clean)]
+            monitor = "val_select"
         if adv_w > 0:  # the attacked validation costs a sixth of a round: the same subset as evaluate's
             sub = val_subset(len(vx), cfg.seed)
             vx, vy = vx[sub], vy[sub]
         fit_arrays(model, x, y, vx, vy, epochs=cfg.epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
                    final_learning_rate=cfg.final_learning_rate, ema_momentum=cfg.ema_momentum,
-                   callbacks=[tb], description=f"round {r} adam", monitor=monitor)
+                   callbacks=[*select, tb], description=f"round {r} adam", monitor=monitor)
         if cfg.sgd_epochs:
             fit_arrays(model, x, y, vx, vy, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
                        optimizer="sgd", learning_rate=cfg.sgd_learning_rate, sample_weight=w,
-                       seed=cfg.seed * 1000 + r + 7, description=f"round {r} sgd", monitor=monitor)
+                       seed=cfg.seed * 1000 + r + 7, callbacks=select, description=f"round {r} sgd", monitor=monitor)
     return inner
 
 
@@ -434,7 +451,7 @@ def _min_clean(metrics: list[dict[str, Any]], cfg: HardenConfig) -> float:
 def _best(metrics: list[dict[str, Any]], cfg: HardenConfig) -> dict[str, Any]:
     """The round that ``best.keras`` holds (see :func:`selection_score`)."""
     floor = _min_clean(metrics, cfg)
-    return max(metrics, key=lambda d: selection_score(d, floor))
+    return max(metrics, key=lambda d: selection_score(d, floor, cfg.fpr_weight))
 
 
 def _render_report(out: Path) -> None:

@@ -118,3 +118,56 @@ def test_training_and_validation_attacks_use_their_own_budgets() -> None:
     assert AdversarialTrainer(tiny_model(), eps=0.05).eval_eps == 0.05  # defaults to eps
     with pytest.raises(ValueError, match="eval_eps"):
         AdversarialTrainer(tiny_model(), eps=0.05, eval_eps=2.0)
+
+
+class _Fixed:
+    """A stand-in classifier whose predictions are given (FprSelectionScore only calls predict)."""
+
+    def __init__(self, sensitive_scores):
+        s = np.asarray(sensitive_scores, np.float32)
+        self.probs = np.stack([1 - s, s], axis=1)
+
+    def predict(self, x, batch_size=None, verbose=0):
+        return self.probs[: len(x)]
+
+
+def test_fpr_selection_score_measures_fpr_at_the_recall_and_mixes_it_in() -> None:
+    from hardening.adversarial import FprSelectionScore
+
+    x = np.zeros((4, 8, 8, 3), np.float32)
+    yb = np.array([1, 1, 0, 0])
+    cb = FprSelectionScore(_Fixed([0.9, 0.8, 0.85, 0.1]), x, yb, (1,), recall=1.0, fpr_weight=1.0,
+                           min_clean_accuracy=0.8)
+    logs = {"val_clean_accuracy": 0.9, "val_robust_accuracy": 0.6}
+    cb.on_epoch_end(0, logs)  # threshold 0.8 holds recall 1: one of two normals (0.85) flagged
+    assert logs["val_fpr"] == 0.5 and logs["val_select"] == pytest.approx((0.9 + 0.6 + 0.5) / 3)
+    logs = {"val_accuracy": 0.9}  # a plain classifier: its accuracy stands for clean and robust
+    cb.on_epoch_end(0, logs)
+    assert logs["val_select"] == pytest.approx((0.9 + 0.9 + 0.5) / 3)
+    logs = {"val_clean_accuracy": 0.7, "val_robust_accuracy": 0.99}  # below the clean floor
+    cb.on_epoch_end(0, logs)
+    assert logs["val_select"] == pytest.approx(0.7 - 1)
+    heavy = FprSelectionScore(_Fixed([0.9, 0.8, 0.85, 0.1]), x, yb, (1,), recall=0.5, fpr_weight=2.0)
+    logs = {"val_clean_accuracy": 0.9, "val_robust_accuracy": 0.6}
+    heavy.on_epoch_end(0, logs)  # recall 0.5: threshold 0.9, no normal flagged
+    assert logs["val_fpr"] == 0.0 and logs["val_select"] == pytest.approx((0.9 + 0.6 + 2.0) / 4)
+
+
+def test_fit_keeps_the_epoch_with_the_best_fpr_selection_score() -> None:
+    from attacks import threshold_at_recall
+    from hardening.adversarial import FprSelectionScore
+    from hardenkit.train import fit_arrays
+
+    x, y, _ = planted_batch(128, seed=1)
+    xv, yv, _ = planted_batch(64, seed=2)
+    seed_everything(0)
+    model = tiny_model(seed=0)
+    cb = FprSelectionScore(model, xv, yv == 1, (1,), recall=0.95, fpr_weight=1.0)
+    hist = fit_arrays(model, x, y, xv, yv, epochs=6, batch_size=32, learning_rate=3e-2, seed=0,
+                      callbacks=[cb], monitor="val_select")
+    assert len(hist["val_fpr"]) == len(hist["val_select"]) == 6
+    p = model.predict(xv, verbose=0)
+    acc = float((p.argmax(1) == yv).mean())
+    thr = threshold_at_recall(p[:, 1], yv == 1, 0.95)
+    fpr = float((p[yv == 0, 1] >= thr).mean())
+    assert (2 * acc + (1 - fpr)) / 3 == pytest.approx(max(hist["val_select"]), abs=1e-6)  # the kept weights

@@ -72,6 +72,7 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"clean_fraction": -0.1}, r"expected 0.0 <= clean_fraction <= 1.0, got -0.1"),
     ({"objective": "madry"}, r"expected objective 'mix' or 'trades', got 'madry'"),
     ({"trades_beta": -1}, r"expected trades_beta >= 0, got -1"),
+    ({"fpr_weight": -0.5}, r"expected fpr_weight >= 0, got -0.5"),
     ({"train_eps": 0}, r"expected 0.0 < train_eps <= 1.0, got 0"),
     ({"train_eps": 1.5}, r"expected 0.0 < train_eps <= 1.0, got 1.5"),
     ({"erasure_item_visible": 0}, r"expected 0.0 < erasure_item_visible <= 1.0, got 0"),
@@ -133,7 +134,8 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["round"] for m in metrics] == [0, 1, 2]
     for m in metrics:
-        for k in ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall", "samples_added"):
+        for k in ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall", "samples_added",
+                  "val_fpr"):
             assert k in m
         assert 0 <= m["accuracy"] <= 1 and 0 <= m["robust_accuracy"] <= 1
     assert metrics[0]["samples_added"] == {k: 0 for k in metrics[0]["samples_added"]}
@@ -195,6 +197,18 @@ def test_demo_pool_is_mined_unless_a_pool_is_named_or_switched_off(tiny_data: Pa
     assert with_demo_pool(HardenConfig(), tmp_path).pool is None  # no pool/ folder
 
 
+@pytest.mark.slow
+def test_fpr_weight_picks_epochs_and_rounds_by_the_operating_point(tiny_data: Path, tmp_path: Path) -> None:
+    from hardening import loop
+
+    cfg = _cfg(tiny_data, tmp_path, "fpr", rounds=1, fpr_weight=1.0, pool=None, weights={"pool": 0})
+    res = loop.run(cfg)
+    metrics = json.loads((Path(res.out) / "metrics.json").read_text())
+    assert all(0 <= m["val_fpr"] <= 1 for m in metrics)
+    floor = loop._min_clean(metrics, cfg)
+    assert res.best_round == max(metrics, key=lambda m: loop.selection_score(m, floor, 1.0))["round"]
+
+
 def test_best_round_never_a_model_that_lost_its_clean_accuracy() -> None:
     from hardening.loop import selection_score
 
@@ -204,6 +218,8 @@ def test_best_round_never_a_model_that_lost_its_clean_accuracy() -> None:
     floor = 0.88 - HardenConfig().max_clean_drop
     assert max(rounds, key=lambda m: selection_score(m, floor))["round"] == 2
     assert max(rounds[:2], key=lambda m: selection_score(m, floor))["round"] == 0
+    rounds[0]["val_fpr"], rounds[2]["val_fpr"] = 0.1, 0.4  # with fpr weighed in, round 0 wins
+    assert max(rounds, key=lambda m: selection_score(m, floor, fpr_weight=1.0))["round"] == 0
 
 
 def test_training_attack_budget_defaults_past_the_measured_one() -> None:
