@@ -188,6 +188,31 @@ class AdversarialTrainer(keras.Model):
         return out
 
 
+def fpr_at(scores: Any, y_binary: Any, threshold: float) -> float:
+    """:func:`attacks.binary_metrics`' fpr at ``threshold``, 0 when there is no normal image.
+
+    Example:
+        >>> fpr_at([0.9, 0.2, 0.6, 0.4], [1, 0, 0, 1], 0.5), fpr_at([0.9], [1], 0.5)
+        (0.5, 0.0)
+    """
+    import math
+
+    from attacks import binary_metrics
+
+    fpr = binary_metrics(scores, y_binary, threshold)["fpr"]
+    return 0.0 if math.isnan(fpr) else float(fpr)
+
+
+def select_value(clean: float, robust: float, fpr: float, fpr_weight: float) -> float:
+    """``(clean + robust + fpr_weight * (1 - fpr)) / (2 + fpr_weight)``: what picks a checkpoint.
+
+    Example:
+        >>> select_value(0.9, 0.6, 0.5, 1.0)
+        0.6666666666666666
+    """
+    return (clean + robust + fpr_weight * (1 - fpr)) / (2 + fpr_weight)
+
+
 class FprSelectionScore(keras.callbacks.Callback):
     """Add ``val_fpr`` and ``val_select`` to each epoch's logs, for the checkpoint to monitor.
 
@@ -237,10 +262,8 @@ class FprSelectionScore(keras.callbacks.Callback):
             return
         probs = self.classifier.predict(self.x_val, batch_size=256, verbose=0)
         s = probs[:, self.cols].sum(axis=1)
-        thr = threshold_at_recall(s, self.yb, self.recall)
-        fpr = float((s[~self.yb] >= thr).mean()) if (~self.yb).any() else 0.0
+        fpr = fpr_at(s, self.yb, threshold_at_recall(s, self.yb, self.recall))
         clean = float(logs.get("val_clean_accuracy", logs.get("val_accuracy", 0.0)))
         robust = float(logs.get("val_robust_accuracy", clean))
-        w = self.fpr_weight
         logs["val_fpr"] = fpr
-        logs["val_select"] = clean - 1.0 if clean < self.min_clean else (clean + robust + w * (1 - fpr)) / (2 + w)
+        logs["val_select"] = clean - 1.0 if clean < self.min_clean else select_value(clean, robust, fpr, self.fpr_weight)

@@ -157,11 +157,13 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str
     """
     from cam.metrics import item_recall, pointing_game
 
+    from .adversarial import fpr_at
+
     test, val = data.test, data.val
     yb_val = bundle.labels_binary(val.y)
     s_val = bundle.sensitive_score(val.x)
     thr = _threshold_at_recall(s_val, yb_val, cfg.recall)
-    val_fpr = float((s_val[yb_val == 0] >= thr).mean()) if (yb_val == 0).any() else 0.0
+    val_fpr = fpr_at(s_val, yb_val, thr)
     probs = bundle.predict(test.x)
     s = probs[:, list(bundle.sensitive_indices)].sum(axis=1)
     yb = bundle.labels_binary(test.y)
@@ -375,7 +377,10 @@ def selection_score(m: dict[str, Any], min_clean: float, fpr_weight: float = 0.0
     if acc is not None and acc < min_clean:
         return float(acc) - 1.0
     if fpr_weight > 0 and m.get("val_fpr") is not None:
-        return (2 * float(m["val_score"]) + fpr_weight * (1 - float(m["val_fpr"]))) / (2 + fpr_weight)
+        from .adversarial import select_value
+
+        score = float(m["val_score"])  # mean(clean, robust): counts as both
+        return select_value(score, score, float(m["val_fpr"]), fpr_weight)
     return float(m["val_score"])
 
 
