@@ -30,6 +30,18 @@ HERE = Path(__file__).resolve().parent
 MODULES = ("bench_help", "bench_cam", "bench_pgd", "bench_mosaic", "bench_harden", "bench_quality", "bench_memory")
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``?`` where there is none): trained
+    models, and so the hardening figures, differ from one CPU model to another."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
 def _machine() -> str:
     try:
         import tensorflow as tf
@@ -37,7 +49,7 @@ def _machine() -> str:
         tfv = tf.__version__
     except ImportError:  # pragma: no cover
         tfv = "?"
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    return (f"{platform.machine()} ({_cpu_model()}), {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"TensorFlow {tfv}, {platform.platform()}")
 
 

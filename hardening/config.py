@@ -86,6 +86,9 @@ class HardenConfig:
         pool: Unlabelled pool folder to mine near-boundary images from (optional).
         pool_labels: CSV ``file,label`` labelling pool images; else they go to review.
         pool_top: Pool images taken per round. Defaults to 100.
+        pool_keep: Labelled pool images (real data) are trained on in every later round,
+            outside the ``replay_max`` cap; False = replayed like the other samples.
+            Defaults to False.
         epochs: Adam epochs per round. Defaults to 4.
         sgd_epochs: SGD finishing epochs per round at ``sgd_learning_rate``. Defaults to 1.
         learning_rate: Adam learning rate. Defaults to 1e-3.
@@ -132,6 +135,7 @@ class HardenConfig:
     pool: str | None = None
     pool_labels: str | None = None
     pool_top: int = 100
+    pool_keep: bool = False
     epochs: int = 4
     sgd_epochs: int = 1
     learning_rate: float = 1e-3
@@ -155,6 +159,9 @@ class HardenConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
                 raise ConfigError(f"expected 0.0 <= {name} <= 1.0, got {v!r}")
+        for name in ("pool_keep", "mixed_precision"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"expected {name} true or false, got {getattr(self, name)!r}")
         if self.objective not in ("mix", "trades"):
             raise ConfigError(f"expected objective 'mix' or 'trades', got {self.objective!r}")
         for name in ("trades_beta", "fpr_weight"):

@@ -445,6 +445,27 @@ def _replay(xs: list[np.ndarray], ys: list[np.ndarray], ws: list[np.ndarray], ca
     return (np.concatenate([old_x, xs[-1]]), np.concatenate([old_y, ys[-1]]), np.concatenate([old_w, ws[-1]]))
 
 
+def _training_samples(xs: list[np.ndarray], ys: list[np.ndarray], ws: list[np.ndarray], kept: list[np.ndarray],
+                      cap: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The extra samples one round trains on: every ``kept`` one (labelled pool images: real
+    data), plus the others through :func:`_replay` (this round's, and at most ``cap`` older).
+
+    Example:
+        >>> x = [np.zeros((0, 1)), np.ones((3, 1)), 2 * np.ones((2, 1))]
+        >>> y = [np.zeros(0, int), np.array([0, 1, 1]), np.array([1, 0])]
+        >>> w = [np.zeros(0), np.ones(3), np.ones(2)]
+        >>> k = [np.zeros(0, bool), np.array([True, False, False]), np.zeros(2, bool)]
+        >>> len(_training_samples(x, y, w, k, 0, np.random.default_rng(0))[0])  # 1 kept + this round's 2
+        3
+    """
+    keep = [k.astype(bool) for k in kept]
+    rx, ry, rw = _replay([a[~k] for a, k in zip(xs, keep)], [a[~k] for a, k in zip(ys, keep)],
+                         [a[~k] for a, k in zip(ws, keep)], cap, rng)
+    return (np.concatenate([rx, *(a[k] for a, k in zip(xs, keep))]),
+            np.concatenate([ry, *(a[k] for a, k in zip(ys, keep))]),
+            np.concatenate([rw, *(a[k] for a, k in zip(ws, keep))]))
+
+
 def _min_clean(metrics: list[dict[str, Any]], cfg: HardenConfig) -> float:
     """The clean validation accuracy a checkpoint must keep: round 0's minus ``max_clean_drop``."""
     first = next((m for m in metrics if m["round"] == 0), None)
@@ -546,6 +567,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
     extra_x = [np.zeros((0, *size, 3), np.float32)]
     extra_y = [np.zeros(0, np.int32)]
     extra_w = [np.zeros(0, np.float32)]
+    kept: list[np.ndarray] = [np.zeros(0, bool)]  # per sample: trained on every later round (not replayed)
     used_pool: set[str] = set()
     for k in done:
         f = _round_dir(out, k) / "samples.npz"
@@ -554,6 +576,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             extra_x.append(z["x"])
             extra_y.append(z["y"])
             extra_w.append(z["w"])
+            kept.append(z["kept"] if "kept" in z.files else np.zeros(len(z["y"]), bool))
             used_pool.update(str(p) for p in z["pool"])
     start = (max(done) + 1) if done else 0
     for r in range(start, cfg.rounds + 1):
@@ -568,24 +591,28 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
         if r == 0:
             save_model(bundle0.model, rdir / "model.keras", names, bundle0.sensitive_names)
             bundle = load_model(rdir / "model.keras")
-            np.savez(rdir / "samples.npz", x=extra_x[0], y=extra_y[0], w=extra_w[0], pool=np.array([], str))
+            np.savez(rdir / "samples.npz", x=extra_x[0], y=extra_y[0], w=extra_w[0], kept=kept[0],
+                     pool=np.array([], str))
         else:
             prev = load_model(_round_dir(out, r - 1) / "model.keras")
             with progress_bar(None, f"round {r} samples") as adv:
                 sets = make_samples(prev, data, cfg, r, used_pool, lambda phase: adv(1))
             phases["samples"] = time.perf_counter() - t0
             n_review = _write_review(out, r, sets, names)
-            keep_x, keep_y, keep_w = [], [], []
+            keep_x, keep_y, keep_w, keep_k = [], [], [], []
             for s in sets:
                 t = s.trainable()
                 added[s.kind] += len(t)
                 keep_x.append(t.x); keep_y.append(t.y); keep_w.append(np.full(len(t), cfg.weights[s.kind], np.float32))  # noqa: E702
+                keep_k.append(np.full(len(t), s.kind == "pool" and cfg.pool_keep, bool))
             pool_used = np.array(sorted(used_pool), str)
             kx = np.concatenate(keep_x) if keep_x else extra_x[0]
             ky = np.concatenate(keep_y) if keep_y else extra_y[0]
             kw = np.concatenate(keep_w) if keep_w else extra_w[0]
-            extra_x.append(kx); extra_y.append(ky); extra_w.append(kw)  # noqa: E702
-            ax, ay, aw = _replay(extra_x, extra_y, extra_w, cfg.replay_max, np.random.default_rng([cfg.seed, r, 1]))
+            kk = np.concatenate(keep_k) if keep_k else kept[0]
+            extra_x.append(kx); extra_y.append(ky); extra_w.append(kw); kept.append(kk)  # noqa: E702
+            ax, ay, aw = _training_samples(extra_x, extra_y, extra_w, kept, cfg.replay_max,
+                                           np.random.default_rng([cfg.seed, r, 1]))
             if cfg.weights["adversarial"] > 0:  # made on the fly, one per training image and epoch
                 added["adversarial"] = (len(data.train.x) + len(ax)) * (cfg.epochs + cfg.sgd_epochs)
             t1 = time.perf_counter()
@@ -593,7 +620,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             phases["retrain"] = time.perf_counter() - t1
             save_model(model, rdir / "model.keras", names, prev.sensitive_names)
             bundle = load_model(rdir / "model.keras")
-            np.savez(rdir / "samples.npz", x=kx, y=ky, w=kw, pool=pool_used)
+            np.savez(rdir / "samples.npz", x=kx, y=ky, w=kw, kept=kk, pool=pool_used)
             if n_review:
                 _log(f"round {r}: {n_review} samples queued for review in {out / 'review'}")
         t1 = time.perf_counter()

@@ -79,6 +79,8 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"final_learning_rate": 2e-3}, r"expected 0 < final_learning_rate <= learning_rate \(0.001\), got 0.002"),
     ({"final_learning_rate": 0}, r"expected 0 < final_learning_rate <= learning_rate"),
     ({"ema_momentum": 1.0}, r"expected 0 < ema_momentum < 1, got 1.0"),
+    ({"pool_keep": "yes"}, r"expected pool_keep true or false, got 'yes'"),
+    ({"mixed_precision": 1}, r"expected mixed_precision true or false, got 1"),
 ])
 def test_config_validation(kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -184,6 +186,21 @@ def test_replay_keeps_this_round_and_caps_earlier_rounds() -> None:
     assert len(_replay(xs, ys, ws, 100, np.random.default_rng(0))[0]) == 9
     with pytest.raises(ConfigError, match="replay_max"):
         HardenConfig(replay_max=-1)
+
+
+def test_kept_samples_skip_the_replay_cap() -> None:
+    from hardening.loop import _training_samples
+
+    xs = [np.zeros((0, 1), np.float32), np.arange(6, dtype=np.float32)[:, None], np.full((2, 1), 9, np.float32)]
+    ys = [np.zeros(0, np.int32), np.arange(6, dtype=np.int32), np.full(2, 9, np.int32)]
+    ws = [np.zeros(0, np.float32), np.ones(6, np.float32), np.ones(2, np.float32)]
+    kept = [np.zeros(0, bool), np.array([1, 1, 0, 0, 0, 0], bool), np.array([0, 1], bool)]
+    x, y, w = _training_samples(xs, ys, ws, kept, 1, np.random.default_rng(0))
+    # one replayed older sample (of 2..5), this round's unkept one, and every kept one (0, 1, this round's 9)
+    assert len(x) == 1 + 1 + 3 and sorted(y[-3:].tolist()) == [0, 1, 9]
+    assert 2 <= y[0] <= 5 and y[1] == 9 and (x[:, 0] == y).all() and len(w) == 5
+    none_kept = [np.zeros(len(a), bool) for a in xs]
+    assert len(_training_samples(xs, ys, ws, none_kept, 1, np.random.default_rng(0))[0]) == 1 + 2
 
 
 def test_demo_pool_is_mined_unless_a_pool_is_named_or_switched_off(tiny_data: Path, tmp_path: Path) -> None:
