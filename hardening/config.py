@@ -87,8 +87,11 @@ class HardenConfig:
         pool_labels: CSV ``file,label`` labelling pool images; else they go to review.
         pool_top: Pool images taken per round. Defaults to 100.
         pool_keep: Labelled pool images (real data) are trained on in every later round,
-            outside the ``replay_max`` cap; False = replayed like the other samples.
-            Defaults to False.
+            outside the ``replay_max`` cap; False = replayed like the other samples. On the
+            demo data (round 5 on an AMD EPYC, whose baseline measures acc 0.882, fpr 0.270,
+            robust 0.008, item recall 0.884; acc / fpr / robust / item recall, seed 0 and 1)
+            True: 0.872 / 0.215 / 0.530 / 0.909 and 0.895 / 0.225 / 0.582 / 0.881; False:
+            0.832 / 0.335 / 0.505 / 0.840 and 0.905 / 0.235 / 0.575 / 0.915. Defaults to True.
         epochs: Adam epochs per round. Defaults to 4.
         sgd_epochs: SGD finishing epochs per round at ``sgd_learning_rate``. Defaults to 1.
         learning_rate: Adam learning rate. Defaults to 1e-3.
@@ -135,7 +138,7 @@ class HardenConfig:
     pool: str | None = None
     pool_labels: str | None = None
     pool_top: int = 100
-    pool_keep: bool = False
+    pool_keep: bool = True
     epochs: int = 4
     sgd_epochs: int = 1
     learning_rate: float = 1e-3
