@@ -95,7 +95,12 @@ def previous_results(path: Path) -> dict[str, dict[str, Any]]:
     date = re.search(r"\bon (\d{4}-\d{2}-\d{2})", text)
     legacy = {"date": date.group(1) if date else "?", "commit": "?",
               "mode": "quick" if "bench --quick" in text.split("\n| ")[0] else "full"}
-    return {k: v if "measured" in v else {**v, "measured": legacy} for k, v in raw.items() if isinstance(v, dict)}
+    out = {k: v if "measured" in v else {**v, "measured": legacy} for k, v in raw.items() if isinstance(v, dict)}
+    machine = re.search(r"Machine: (.*?)\.\n", text)  # figures written before they carried their machine
+    if machine:
+        for v in out.values():
+            v["measured"].setdefault("machine", machine.group(1))
+    return out
 
 
 def render(results: dict[str, dict[str, Any]], quick: bool, seconds: float, rerun: tuple[str, ...] = ()) -> str:
@@ -113,11 +118,18 @@ def render(results: dict[str, dict[str, Any]], quick: bool, seconds: float, reru
     """
     cmd = "python -m bench" + (" --quick" if quick else "") + (f" --only {','.join(rerun)}" if rerun else "")
     older = sorted(m for m in results if rerun and m not in rerun)
+    here = _machine()
+    elsewhere: dict[str, list[str]] = {}  # another machine -> the modules measured on it
+    for m in older:
+        other = results[m].get("measured", {}).get("machine")
+        if other and other != here:
+            elsewhere.setdefault(other, []).append(m)
     lines = [
         "# Benchmark results",
         "",
         f"Written by `{cmd}` on {_dt.date.today().isoformat()}, in {seconds / 60:.1f} min. "
-        f"Machine: {_machine()}.",
+        f"Machine: {here}.",
+        *(f"Rows of {', '.join(mods)} were measured on another machine: {other}." for other, mods in elsewhere.items()),
         "Every figure below is measured by `python -m bench` (`make bench`); the last column says when "
         "and on which commit" + (f" (rows of {', '.join(older)} are from an earlier run)" if older else "")
         + ". Rerun it to refresh this file.",
@@ -165,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HARDENKIT_NO_PROGRESS", "1")
     chosen = [m for m in MODULES if not only or m in only]
     kept = previous_results(Path(args.out)) if only else {}
-    meta = {"date": _dt.date.today().isoformat(), "commit": _commit(), "mode": "quick" if args.quick else "full"}
+    meta = {"date": _dt.date.today().isoformat(), "commit": _commit(), "mode": "quick" if args.quick else "full",
+            "machine": _machine()}
     fresh: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     for name in chosen:

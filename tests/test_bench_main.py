@@ -67,3 +67,21 @@ def test_previous_results_of_an_older_file_take_the_header_date(tmp_path: Path) 
     p.write_text("# Benchmark results\n\nWritten by `python -m bench` (`make bench`) on 2026-11-24, in 41 min.\n\n"
                  "## Raw figures\n\n```json\n{\"bench_help\": {\"rows\": []}}\n```\n")
     assert runner.previous_results(p)["bench_help"]["measured"] == {"date": "2026-11-24", "commit": "?", "mode": "full"}
+
+
+def test_rows_kept_from_another_machine_name_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "RESULTS.md"
+    out.write_text("# Benchmark results\n\nWritten by `python -m bench` on 2026-11-24, in 41 min. "
+                   "Machine: x86_64 (Old CPU 1.0), 2 cores, Linux-6.1-glibc2.36.\nEvery figure...\n\n"
+                   "## Raw figures\n\n```json\n{\"bench_help\": {\"rows\": []}}\n```\n")
+    assert runner.previous_results(out)["bench_help"]["measured"]["machine"] == \
+        "x86_64 (Old CPU 1.0), 2 cores, Linux-6.1-glibc2.36"
+    monkeypatch.setattr(importlib.import_module("bench.bench_cam"), "run", _fake(0.5))
+    monkeypatch.setattr(runner, "_machine", lambda: "x86_64 (New CPU), 2 cores")
+    assert runner.main(["--only", "bench_cam", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Machine: x86_64 (New CPU), 2 cores.\n" in text
+    assert "Rows of bench_help were measured on another machine: x86_64 (Old CPU 1.0), 2 cores, Linux-6.1-glibc2.36.\n" in text
+    assert runner.previous_results(out)["bench_cam"]["measured"]["machine"] == "x86_64 (New CPU), 2 cores"
+    assert runner.main(["--only", "bench_cam", "--out", str(out)]) == 0  # the old machine stays named
+    assert "Rows of bench_help were measured on another machine: x86_64 (Old CPU 1.0)" in out.read_text()
