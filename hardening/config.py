@@ -90,8 +90,10 @@ class HardenConfig:
             outside the ``replay_max`` cap; False = replayed like the other samples. On the
             demo data (round 5 on an AMD EPYC, whose baseline measures acc 0.882, fpr 0.270,
             robust 0.008, item recall 0.884; acc / fpr / robust / item recall, seed 0 and 1)
-            True: 0.872 / 0.215 / 0.530 / 0.909 and 0.895 / 0.225 / 0.582 / 0.881; False:
-            0.832 / 0.335 / 0.505 / 0.840 and 0.905 / 0.235 / 0.575 / 0.915. Defaults to True.
+            True: 0.873 / 0.215 / 0.530 / 0.909 and 0.895 / 0.225 / 0.583 / 0.881; False:
+            0.833 / 0.335 / 0.505 / 0.840 and 0.905 / 0.235 / 0.575 / 0.915 (two runs at a
+            time, one thread each; seed 0 alone with two threads took another path: 0.858 /
+            0.280 / 0.522 / 0.865, see bench/RESULTS.md); rounds about 4% longer. Defaults to True.
         epochs: Adam epochs per round. Defaults to 4.
         sgd_epochs: SGD finishing epochs per round at ``sgd_learning_rate``. Defaults to 1.
         learning_rate: Adam learning rate. Defaults to 1e-3.
