@@ -9,8 +9,8 @@ Round 0 evaluates the starting model. Every round r >= 1 then:
 4. retrains from the previous round's model (Adam, then an SGD finish), class-balanced,
    each kind weighted by the config (samples of earlier rounds replayed, at most
    ``replay_max`` of them; labelled pool images, real data, every round), with
-   Madry-style adversarial training: every batch is attacked with PGD (optionally partly FGSM) against the current weights and trained
-   on with its true labels (:mod:`hardening.adversarial`); best epoch by validation
+   Madry-style adversarial training: every batch is attacked with PGD (optionally partly
+   FGSM) against the current weights and trained on with its true labels (:mod:`hardening.adversarial`); best epoch by validation
    score (mean of clean and PGD accuracy), or validation accuracy with adversarial off;
 5. evaluates on the test split, the same way every round.
 
