@@ -20,7 +20,11 @@ def run(quick: bool = False) -> dict[str, Any]:
     from hardening.loop import run as run_loop
     from hardenkit.paths import ensure_demo_model
 
-    ensure_demo_model()  # the baseline is trained once and cached, not part of the loop's time
+    from hardenkit.modelio import load_model
+
+    # The baseline is trained once and cached, not part of the loop's time. Its weights differ
+    # from machine to machine, so its fingerprint says whether two results started alike.
+    baseline = load_model(ensure_demo_model()).fingerprint()
     rounds = 1 if quick else 5
     tmp = Path(tempfile.mkdtemp(prefix="hk-bench-harden-"))
     try:
@@ -42,4 +46,5 @@ def run(quick: bool = False) -> dict[str, Any]:
     ):
         rows.append({"name": f"{key}: round 0 -> round {rounds}", "value": f"{m0[key]:.3f} -> {m1[key]:.3f}"
                      if m0[key] is not None else "n/a", "goal": goal, "met": ok if goal else None})
-    return {"rows": rows, "metrics": res.metrics, "wall_seconds": wall}
+    rows.append({"name": "demo baseline weights, SHA-256 (first 12 hex digits)", "value": baseline})
+    return {"rows": rows, "metrics": res.metrics, "wall_seconds": wall, "baseline_weights_sha256": baseline}

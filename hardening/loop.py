@@ -546,8 +546,9 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
 
         enable_mixed_precision_if_gpu()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps({**cfg.to_dict(), "data": data_dir, "model": model_path}, indent=2))
     bundle0 = load_model(model_path)
+    atomic_write_text(out / "config.json", json.dumps({**cfg.to_dict(), "data": data_dir, "model": model_path,
+                                                       "model_weights_sha256": bundle0.fingerprint()}, indent=2))
     names = bundle0.class_names
     size = bundle0.image_size
     bad: list[str] = []

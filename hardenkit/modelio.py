@@ -126,6 +126,26 @@ class ModelBundle:
             raise ModelLoadError("model input size is not fixed; hardenkit needs a fixed (H, W)")
         return int(h), int(w)
 
+    def fingerprint(self) -> str:
+        """The first 12 hex digits of the SHA-256 of the weights (shapes and bytes, in order).
+
+        Two models with the same fingerprint compute the same function; the file's own hash
+        does not tell that (a ``.keras`` archive records when it was saved).
+
+        Example:
+            >>> from hardenkit.testkit import tiny_model
+            >>> len(ModelBundle(tiny_model(), ("normal", "sensitive"), ("sensitive",)).fingerprint())
+            12
+        """
+        import hashlib
+
+        h = hashlib.sha256()
+        for w in self.model.get_weights():
+            a = np.ascontiguousarray(w)
+            h.update(repr((a.dtype.str, a.shape)).encode())
+            h.update(a.tobytes())
+        return h.hexdigest()[:12]
+
     @property
     def prob_model(self) -> "keras.Model":
         """The model with a softmax on top if its last layer does not already apply one."""

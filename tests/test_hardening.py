@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from hardenkit.errors import ConfigError, UsageError
+from hardenkit.modelio import load_model
 from hardening.config import HardenConfig
 from hardening.samples import attention_samples, erasure_samples
 
@@ -149,6 +150,8 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
     assert (out / "review" / "review.csv").exists()  # pool images without labels are queued
     best = max(metrics, key=lambda m: m["val_score"])["round"]
     assert (out / "best.keras").read_bytes() == (out / f"round-{best}" / "model.keras").read_bytes()
+    saved = json.loads((out / "config.json").read_text())  # the starting model is named by its weights
+    assert saved["model_weights_sha256"] == load_model(out / "round-0" / "model.keras").fingerprint()
 
     # kill during round 2, then resume: same final metrics, round 1 not redone
     real = loop._retrain

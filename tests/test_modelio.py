@@ -27,6 +27,18 @@ def test_sensitive_score_is_sum_of_sensitive_probs(tmp_path: Path) -> None:
     assert np.allclose(b.sensitive_score(x), probs[:, 1] + probs[:, 2], atol=1e-6)
 
 
+def test_fingerprint_names_the_weights_not_the_file(tmp_path: Path) -> None:
+    m = tiny_model()
+    a = load_model(save_model(m, tmp_path / "a.keras", ["normal", "sensitive"]))
+    b = load_model(save_model(m, tmp_path / "b.h5", ["normal", "sensitive"]))
+    assert a.fingerprint() == b.fingerprint()  # same weights, other file and format
+    w = m.get_weights()
+    w[0] = w[0] + 1e-3
+    m.set_weights(w)
+    c = load_model(save_model(m, tmp_path / "c.keras", ["normal", "sensitive"]))
+    assert c.fingerprint() != a.fingerprint()
+
+
 def test_h5_roundtrip(tmp_path: Path) -> None:
     p = save_model(tiny_model(), tmp_path / "m.h5", ["normal", "sensitive"])
     assert load_model(p).class_names == ("normal", "sensitive")
