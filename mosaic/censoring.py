@@ -14,8 +14,6 @@ to pass is rendered and verified at full size.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -301,29 +299,6 @@ def _shaped_regions(m: np.ndarray, threshold: float, dilate: int, min_area: int,
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
     return keep[labels], int(keep.sum())
-
-
-def as_decoded(image: np.ndarray, suffix: str = ".png", quality: int = 95) -> np.ndarray:
-    """The image as a reader of the written file would see it.
-
-    Lossless formats: 8-bit quantisation in memory. ``.jpg``/``.webp``: an encode/decode
-    round trip through :mod:`hardenkit.imageio` (a temporary file).
-
-    Example:
-        >>> round(float(as_decoded(np.full((2, 2, 3), 0.5, np.float32))[0, 0, 0]), 4)
-        0.502
-    """
-    from hardenkit.imageio import read_image, to_uint8, write_image
-
-    if suffix.lower() in (".jpg", ".jpeg", ".webp"):
-        fd, tmp = tempfile.mkstemp(suffix=suffix.lower())
-        os.close(fd)
-        try:
-            write_image(tmp, image, quality=quality)
-            return read_image(tmp)
-        finally:
-            os.unlink(tmp)
-    return to_uint8(image).astype(np.float32) / np.float32(255.0)
 
 
 def _maps(explainer: MapsFn, bundle: Any, images: Callable[[], Sequence[np.ndarray]],
