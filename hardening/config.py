@@ -95,7 +95,13 @@ class HardenConfig:
             time, one thread each; seed 0 alone with two threads took another path: 0.858 /
             0.280 / 0.522 / 0.865, see bench/RESULTS.md); rounds about 4% longer. Defaults to True.
         epochs: Adam epochs per round. Defaults to 4.
-        sgd_epochs: SGD finishing epochs per round at ``sgd_learning_rate``. Defaults to 1.
+        sgd_epochs: SGD finishing epochs per round at ``sgd_learning_rate``; the best of them
+            is kept even if the round's best Adam epoch scored higher on validation. Keeping
+            it only when it beats that epoch measured worse on the demo data (round 5 robust
+            accuracy, ``fpr_weight = 1``, seeds 0 / 1, one thread each: 0.538 / 0.538 vs
+            0.613 / 0.600; seed 2 collapsed to one class at round 2 and never recovered),
+            presumably because a score over 200 attacked images is too noisy to overrule
+            the low-rate finish. Defaults to 1.
         learning_rate: Adam learning rate. Defaults to 1e-3.
         final_learning_rate: Adam's rate at the end of each round's ``epochs``: a per-step
             cosine from ``learning_rate`` down to it; None = constant. On the demo data a
