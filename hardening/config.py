@@ -65,7 +65,12 @@ class HardenConfig:
             0.235 vs 0.135 / 0.200 / 0.230 / 0.220 (mean 0.218 vs 0.196), but robust accuracy
             rose on all four seeds: 0.620 / 0.602 / 0.627 / 0.588 vs 0.595 / 0.560 / 0.520 /
             0.585 (mean 0.609 vs 0.565), accuracy mean 0.884 vs 0.890, item recall 0.869 vs
-            0.873. Not the default until the bench is rerun with it. Defaults to 0.
+            0.873. On another machine's baseline (acc 0.875, fpr 0.295, item recall 0.887;
+            seeds 0-3, one thread each) the other way round: fpr 0.095 / 0.165 / 0.155 / 0.255
+            vs 0.085 / 0.300 / 0.225 / 0.215 (mean 0.168 vs 0.206), robust 0.613 / 0.600 /
+            0.568 / 0.582 vs 0.598 / 0.600 / 0.582 / 0.605 (mean 0.591 vs 0.596), accuracy
+            mean 0.897 vs 0.893, item recall 0.892 vs 0.898. No consistent gain, so not the
+            default. Defaults to 0.
         cam_method: CAM method; None = cam's default.
         cam_threshold: Relative map threshold for regions. Defaults to 0.5.
         erasure_min_remaining: With masks, an erased image stays sensitive if at least this
