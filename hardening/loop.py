@@ -297,10 +297,10 @@ def make_samples(
         masks = tr.masks[pick] if tr.masks is not None else None
         if cfg.weights["cam_erasure"] > 0:
             er = erasure_samples(tr.x[pick], tr.y[pick], int(tr.y[pick][0]), normal_label, maps, masks, rng,
-                                 cfg.cam_threshold, cfg.erasure_min_remaining, cfg.erasure_item_visible)
+                                 cfg.cam_threshold, cfg.erasure_min_remaining, cfg.erasure_item_visible,
+                                 cfg.erasure_cover)
             if len(er):
-                wrong = bundle.predict(er.x).argmax(1) != er.y
-                er = er.select(wrong | er.review)
+                er = er.weak(bundle.predict(er.x), cfg.erasure_confidence)
                 er.source = pick[er.source] if len(er) else er.source
             sets.append(er)
         if cfg.weights["attention"] > 0 and masks is not None:

@@ -51,6 +51,25 @@ class SampleSet:
         """The subset where ``keep`` (bool or indices) holds."""
         return SampleSet(self.kind, self.x[keep], self.y[keep], self.review[keep], self.source[keep])
 
+    def weak(self, probs: np.ndarray, confidence: float = 0.0) -> "SampleSet":
+        """The samples a model gets wrong or gives its label less than ``confidence``, and those for review.
+
+        Args:
+            probs: (N, classes) the model's probabilities on ``x``.
+            confidence: 0 = the wrong ones only. Defaults to 0.
+
+        Example:
+            >>> s = SampleSet("cam_erasure", np.zeros((3, 2, 2, 3)), np.array([1, 1, 0]), np.zeros(3, bool), np.arange(3))
+            >>> p = np.array([[0.4, 0.6], [0.1, 0.9], [0.3, 0.7]])
+            >>> len(s.weak(p)), len(s.weak(p, 0.8))
+            (1, 2)
+        """
+        if not len(self):
+            return self
+        wrong = probs.argmax(1) != self.y
+        unsure = probs[np.arange(len(self)), self.y] < confidence
+        return self.select(wrong | unsure | self.review)
+
     def trainable(self) -> "SampleSet":
         """The samples whose labels need no review."""
         return self.select(~self.review)
@@ -97,6 +116,32 @@ def _item_in_view(gt: np.ndarray, cover: np.ndarray, share: float) -> bool:
     return bool((seen >= share * total).any())
 
 
+def item_boxes(gt: np.ndarray, touched: np.ndarray) -> np.ndarray:
+    """The bounding boxes of the items (connected components of ``gt``) that ``touched`` overlaps.
+
+    Args:
+        gt: (H, W) bool ground-truth mask.
+        touched: (H, W) bool, e.g. a CAM region.
+
+    Returns:
+        (H, W) bool: the union of those items' bounding boxes (all False if none is touched).
+
+    Example:
+        >>> gt = np.zeros((6, 6), bool); gt[0:2, 0] = gt[4, 3:6] = True
+        >>> t = np.zeros((6, 6), bool); t[1, 0] = True
+        >>> int(item_boxes(gt, t).sum()), int(item_boxes(gt, ~t).sum())
+        (2, 5)
+    """
+    import cv2
+
+    out = np.zeros(gt.shape, bool)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(gt.astype(np.uint8), connectivity=8)
+    for k in np.setdiff1d(np.unique(labels[touched]), [0]):
+        x, y, w, h = stats[k, :4]
+        out[y:y + h, x:x + w] = True
+    return out
+
+
 def erasure_samples(
     images: np.ndarray,
     labels: np.ndarray,
@@ -108,6 +153,7 @@ def erasure_samples(
     threshold: float = 0.5,
     min_remaining: float = 0.3,
     item_visible: float | None = None,
+    cover: str = "region",
 ) -> SampleSet:
     """Cover the top CAM region of each sensitive image with noise and label the result.
 
@@ -117,7 +163,10 @@ def erasure_samples(
     mask) keeps at least that share of its own area uncovered (a small second item left
     whole is still sensitive however big the covered one was); else it becomes
     ``normal_label``. Without a mask the original label is kept and the sample is flagged
-    for review instead of guessed.
+    for review instead of guessed. With ``cover="item"`` and a mask, what is covered is
+    the bounding box of every item the top region touches (plus the region): a peaked map
+    of a hardened model covers a few pixels of an item, which leaves it sensitive and
+    teaches nothing about the second region.
 
     Args:
         images: (N, H, W, 3) sensitive images the model currently gets right.
@@ -130,20 +179,25 @@ def erasure_samples(
         threshold: Region threshold relative to the map maximum. Defaults to 0.5.
         min_remaining: See above. Defaults to 0.3.
         item_visible: See above; None = area share only. Defaults to None.
+        cover: ``"region"`` (the top CAM region) or ``"item"`` (see above). Defaults to ``"region"``.
 
     Example:
         >>> s = erasure_samples(x, y, 1, 0, maps, masks, np.random.default_rng(0))  # doctest: +SKIP
     """
     xs, ys, rev, src = [], [], [], []
+    if cover not in ("region", "item"):
+        raise ValueError(f"expected cover 'region' or 'item', got {cover!r}")
     for i in range(len(images)):
-        cover = _top_region_mask(maps[i], threshold)
-        if not cover.any():
+        covered = _top_region_mask(maps[i], threshold)
+        if not covered.any():
             continue
-        xs.append(noise_fill(images[i], cover, rng))
         gt = masks[i] if masks is not None else None
+        if cover == "item" and gt is not None and gt.any():
+            covered = covered | item_boxes(gt, covered)
+        xs.append(noise_fill(images[i], covered, rng))
         if gt is not None and gt.any():
-            remaining = float((gt & ~cover).sum()) / float(gt.sum())
-            keep = remaining >= min_remaining or (item_visible is not None and _item_in_view(gt, cover, item_visible))
+            remaining = float((gt & ~covered).sum()) / float(gt.sum())
+            keep = remaining >= min_remaining or (item_visible is not None and _item_in_view(gt, covered, item_visible))
             ys.append(sensitive_label if keep else normal_label)
             rev.append(False)
         else:

@@ -10,7 +10,7 @@ import pytest
 from hardenkit.errors import ConfigError, UsageError
 from hardenkit.modelio import load_model
 from hardening.config import HardenConfig
-from hardening.samples import attention_samples, erasure_samples
+from hardening.samples import SampleSet, attention_samples, erasure_samples
 
 
 def _blob_map(h: int, w: int, centers: list[tuple[int, int]], r: int = 2) -> np.ndarray:
@@ -52,6 +52,37 @@ def test_erasure_item_rule_keeps_a_small_whole_second_item_sensitive() -> None:
     assert by_item.y.tolist() == [1, 0]  # the half-covered small item is not "in view"
 
 
+def test_erasure_item_cover_boxes_the_whole_touched_item() -> None:
+    rng = np.random.default_rng(0)
+    x = np.full((3, 20, 20, 3), 0.2, np.float32)
+    y = np.ones(3, np.int32)
+    masks = np.zeros((3, 20, 20), bool)
+    masks[:, 2:12, 3:7] = True  # a tall item (40 px)
+    masks[0, 14:19, 14:19] = True  # a second item (25 px) in image 0 only
+    maps = np.zeros((3, 20, 20), np.float32)
+    maps[:2, 5:7, 4:6] = 1.0  # a peaked map: 4 pixels of the tall item
+    maps[2, 14:18, 14:18] = 1.0  # image 2: the map is off the item
+    region = erasure_samples(x, y, 1, 0, maps, masks, rng)
+    assert region.y.tolist() == [1, 1, 1]  # a few pixels covered: everything stays sensitive
+    item = erasure_samples(x, y, 1, 0, maps, masks, rng, cover="item")
+    assert item.y.tolist() == [1, 0, 1]  # 25 / 65 of image 0's area left: the second item
+    box = np.zeros((20, 20), bool)
+    box[2:12, 3:7] = True
+    assert not np.allclose(item.x[1][box], 0.2) and np.allclose(item.x[1][~box], 0.2)
+    assert np.allclose(item.x[2][masks[2]], 0.2)  # an untouched item is not covered
+    with pytest.raises(ValueError, match="expected cover 'region' or 'item'"):
+        erasure_samples(x, y, 1, 0, maps, masks, rng, cover="box")
+
+
+def test_weak_keeps_wrong_unsure_and_review_samples() -> None:
+    s = SampleSet("cam_erasure", np.zeros((4, 2, 2, 3), np.float32), np.array([1, 1, 0, 1]),
+                  np.array([False, False, False, True]), np.arange(4))
+    probs = np.array([[0.6, 0.4], [0.2, 0.8], [0.05, 0.95], [0.01, 0.99]])
+    assert s.weak(probs).source.tolist() == [0, 2, 3]  # wrong, wrong, for review
+    assert s.weak(probs, 0.9).source.tolist() == [0, 1, 2, 3]  # and the unsure one (0.8 < 0.9)
+    assert len(SampleSet.empty("cam_erasure", (2, 2, 3)).weak(np.zeros((0, 2)), 0.9)) == 0
+
+
 def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     rng = np.random.default_rng(0)
     x = np.full((2, 16, 16, 3), 0.2, np.float32)
@@ -77,6 +108,8 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"train_eps": 0}, r"expected 0.0 < train_eps <= 1.0, got 0"),
     ({"train_eps": 1.5}, r"expected 0.0 < train_eps <= 1.0, got 1.5"),
     ({"erasure_item_visible": 0}, r"expected 0.0 < erasure_item_visible <= 1.0, got 0"),
+    ({"erasure_cover": "box"}, r"expected erasure_cover 'region' or 'item', got 'box'"),
+    ({"erasure_confidence": 1.5}, r"expected 0.0 <= erasure_confidence <= 1.0, got 1.5"),
     ({"final_learning_rate": 2e-3}, r"expected 0 < final_learning_rate <= learning_rate \(0.001\), got 0.002"),
     ({"final_learning_rate": 0}, r"expected 0 < final_learning_rate <= learning_rate"),
     ({"ema_momentum": 1.0}, r"expected 0 < ema_momentum < 1, got 1.0"),
