@@ -42,6 +42,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         ("miss_rate", "", None),
         ("pointing_game", "", None),
         ("item_recall", "up", (m1["item_recall"] or 0) > (m0["item_recall"] or 0)),
+        ("boxed_flagged", "", None),
     ):
         rows.append({"name": f"{key}: round 0 -> round {rounds}", "value": f"{m0[key]:.3f} -> {m1[key]:.3f}"
                      if m0[key] is not None else "n/a", "goal": goal, "met": ok if goal else None})

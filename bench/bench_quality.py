@@ -117,6 +117,7 @@ def harden_rows(st: _Stages, metrics: list[dict[str, Any]], eps: float = 8 / 255
         ("robust_by_eps", f"{eps:.4f}", "robust accuracy at 8/255", robust_goal, lambda a, b: b > a and holds),
         ("pointing_game", None, "pointing game", "", None),
         ("item_recall", None, "item recall", "up", lambda a, b: b > a),
+        ("boxed_flagged", None, "sensitive scenes still flagged with every item boxed with noise", "", None),
     ]
     for key, sub, label, goal, ok in spec:
         a, b = _pair(m0, m1, key, sub)

@@ -44,9 +44,9 @@ from hardenkit.errors import UsageError
 from hardenkit.imageio import atomic_write_text, iter_images, read_image, resize, write_image
 
 from .config import SAMPLE_KINDS, HardenConfig
-from .samples import SampleSet, attention_samples, erasure_samples
+from .samples import SampleSet, attention_samples, erasure_samples, item_boxes, noise_fill
 
-METRIC_KEYS = ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall")
+METRIC_KEYS = ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall", "boxed_flagged")
 
 
 @dataclass
@@ -146,12 +146,42 @@ def _threshold_at_recall(scores: np.ndarray, yb: np.ndarray, recall: float) -> f
     return float(threshold_at_recall(scores, yb, recall))
 
 
+def boxed_flagged(bundle: Any, x: np.ndarray, masks: np.ndarray, threshold: float, seed: int = 0) -> float:
+    """Share of sensitive images still flagged once every ground-truth item is boxed with noise.
+
+    Each item (connected component of the mask) is covered by its bounding box filled with
+    Gaussian noise (:func:`hardening.samples.noise_fill`); nothing sensitive is left to see,
+    so a model that still flags these has learned to flag the cover: a censored image would
+    stay flagged, and noise would pass for content.
+
+    Args:
+        bundle: The model.
+        x: (N, H, W, 3) sensitive images.
+        masks: (N, H, W) their ground-truth masks.
+        threshold: Sensitive-score threshold that flags.
+        seed: Noise seed. Defaults to 0.
+
+    Returns:
+        Flagged / N (NaN for no image).
+
+    Example:
+        >>> boxed_flagged(bundle, test.x[sens], test.masks[sens], 0.5)  # doctest: +SKIP
+        0.03
+    """
+    if not len(x):
+        return float("nan")
+    rng = np.random.default_rng([seed, 11])
+    boxed = np.stack([noise_fill(im, item_boxes(gt, gt), rng) for im, gt in zip(x, masks)])
+    return float((bundle.sensitive_score(boxed) >= threshold).mean())
+
+
 def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str, Any]:
     """Measure one model the same way every round (test split; threshold set on val).
 
     Returns:
         ``accuracy``, ``fpr``, ``miss_rate``, ``robust_accuracy``, ``robust_by_eps``,
-        ``pointing_game``, ``item_recall`` (None without masks), ``threshold``,
+        ``pointing_game``, ``item_recall``, ``boxed_flagged`` (None without masks, see
+        :func:`boxed_flagged`), ``threshold``,
         ``confusion`` ([[tn, fp], [fn, tp]] at the threshold), ``val_score`` (mean of clean
         and PGD accuracy on val), ``val_accuracy``, ``val_fpr`` (on val at the same threshold).
     """
@@ -176,13 +206,14 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str
         adv = _pgd(bundle, test.x, test.y, e, cfg.eval_steps, seed)
         by_eps[f"{e:.4f}"] = _accuracy(bundle, adv, test.y)
     robust = by_eps[f"{cfg.eps:.4f}"]
-    pg = ir = None
+    pg = ir = bf = None
     if test.masks is not None:
         sel = (yb == 1) & test.masks.any(axis=(1, 2))
         if sel.any():
             maps = _cam_maps(bundle, test.x[sel], cfg.cam_method)
             pg = float(pointing_game(maps, test.masks[sel]))
             ir = float(item_recall(maps, test.masks[sel], threshold=cfg.cam_threshold))
+            bf = boxed_flagged(bundle, test.x[sel], test.masks[sel], thr, seed)
     sub = val_subset(len(val.x), cfg.seed)
     val_adv = _pgd(bundle, val.x[sub], val.y[sub], cfg.eps, cfg.eval_steps, seed)
     val_acc = _accuracy(bundle, val.x, val.y)
@@ -194,6 +225,7 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int) -> dict[str
         "robust_accuracy": robust,
         "pointing_game": pg,
         "item_recall": ir,
+        "boxed_flagged": bf,
         "threshold": thr,
         "robust_by_eps": by_eps,
         "confusion": [[tn, fp], [fn, tp]],

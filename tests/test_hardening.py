@@ -83,6 +83,22 @@ def test_weak_keeps_wrong_unsure_and_review_samples() -> None:
     assert len(SampleSet.empty("cam_erasure", (2, 2, 3)).weak(np.zeros((0, 2)), 0.9)) == 0
 
 
+def test_boxed_flagged_counts_images_flagged_with_every_item_covered() -> None:
+    from hardening.loop import boxed_flagged
+
+    class Stub:  # flags an image by its item-coloured (exactly 0.9) pixels
+        def sensitive_score(self, x: np.ndarray) -> np.ndarray:
+            return (x == np.float32(0.9)).mean(axis=(1, 2, 3)) * 100
+
+    x = np.full((2, 16, 16, 3), 0.2, np.float32)
+    masks = np.zeros((2, 16, 16), bool)
+    masks[:, 2:6, 2:6] = True
+    x[:, 2:6, 2:6] = 0.9
+    x[1, 10:14, 10:14] = 0.9  # image 1: sensitive content the mask misses stays in view
+    assert boxed_flagged(Stub(), x, masks, threshold=1.0) == 0.5
+    assert np.isnan(boxed_flagged(Stub(), x[:0], masks[:0], threshold=1.0))
+
+
 def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     rng = np.random.default_rng(0)
     x = np.full((2, 16, 16, 3), 0.2, np.float32)
@@ -170,8 +186,8 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["round"] for m in metrics] == [0, 1, 2]
     for m in metrics:
-        for k in ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall", "samples_added",
-                  "val_fpr"):
+        for k in ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall", "boxed_flagged",
+                  "samples_added", "val_fpr"):
             assert k in m
         assert 0 <= m["accuracy"] <= 1 and 0 <= m["robust_accuracy"] <= 1
     assert metrics[0]["samples_added"] == {k: 0 for k in metrics[0]["samples_added"]}
