@@ -19,6 +19,9 @@ from hardenkit.errors import ConfigError
 
 SAMPLE_KINDS = ("cam_erasure", "attention", "adversarial", "jacobian", "pool")
 
+#: What a CAM erasure sample covers, see :func:`hardening.samples.erasure_samples`.
+ERASURE_COVERS = ("region", "item", "found")
+
 #: The training attack's budget over the measured one when ``train_eps`` is not set.
 TRAIN_EPS_FACTOR = 1.25
 
@@ -82,7 +85,8 @@ class HardenConfig:
             fpr 0.315 vs 0.085 with the area rule alone). Defaults to None.
         erasure_cover: What a CAM erasure sample covers: ``"region"`` (the top CAM region)
             or ``"item"`` (with masks: the bounding box of each ground-truth item that region
-            touches, see :func:`hardening.samples.erasure_samples`). Defaults to ``"region"``.
+            touches) or ``"found"`` (the box of every item the map's hot pixels touch), see
+            :func:`hardening.samples.erasure_samples`. Defaults to ``"region"``.
         erasure_confidence: A CAM erasure sample is trained on if the current model gets it
             wrong or gives its label less than this probability; 0 = the wrong ones only.
             Defaults to 0.
@@ -192,8 +196,9 @@ class HardenConfig:
         for name in ("pool_keep", "mixed_precision"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"expected {name} true or false, got {getattr(self, name)!r}")
-        if self.erasure_cover not in ("region", "item"):
-            raise ConfigError(f"expected erasure_cover 'region' or 'item', got {self.erasure_cover!r}")
+        if self.erasure_cover not in ERASURE_COVERS:
+            raise ConfigError(f"expected erasure_cover one of {', '.join(map(repr, ERASURE_COVERS))}, "
+                              f"got {self.erasure_cover!r}")
         if self.objective not in ("mix", "trades"):
             raise ConfigError(f"expected objective 'mix' or 'trades', got {self.objective!r}")
         for name in ("trades_beta", "fpr_weight"):

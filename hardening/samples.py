@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .config import ERASURE_COVERS
+
 
 @dataclass
 class SampleSet:
@@ -179,20 +181,27 @@ def erasure_samples(
         threshold: Region threshold relative to the map maximum. Defaults to 0.5.
         min_remaining: See above. Defaults to 0.3.
         item_visible: See above; None = area share only. Defaults to None.
-        cover: ``"region"`` (the top CAM region) or ``"item"`` (see above). Defaults to ``"region"``.
+        cover: ``"region"`` (the top CAM region), ``"item"`` (see above) or ``"found"`` (with a
+            mask, the box of every item any map pixel >= ``threshold`` x its maximum touches,
+            the items :func:`cam.metrics.item_recall` counts as found: what is left are the
+            ones the map missed). Defaults to ``"region"``.
 
     Example:
         >>> s = erasure_samples(x, y, 1, 0, maps, masks, np.random.default_rng(0))  # doctest: +SKIP
     """
     xs, ys, rev, src = [], [], [], []
-    if cover not in ("region", "item"):
-        raise ValueError(f"expected cover 'region' or 'item', got {cover!r}")
+    if cover not in ERASURE_COVERS:
+        raise ValueError(f"expected cover one of {', '.join(map(repr, ERASURE_COVERS))}, got {cover!r}")
     for i in range(len(images)):
-        covered = _top_region_mask(maps[i], threshold)
+        gt = masks[i] if masks is not None else None
+        if cover == "found" and gt is not None and gt.any():
+            top = float(maps[i].max())
+            covered = maps[i] >= threshold * top if top > 0 else np.zeros(maps[i].shape, bool)
+        else:
+            covered = _top_region_mask(maps[i], threshold)
         if not covered.any():
             continue
-        gt = masks[i] if masks is not None else None
-        if cover == "item" and gt is not None and gt.any():
+        if cover in ("item", "found") and gt is not None and gt.any():
             covered = covered | item_boxes(gt, covered)
         xs.append(noise_fill(images[i], covered, rng))
         if gt is not None and gt.any():

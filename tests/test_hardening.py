@@ -70,7 +70,13 @@ def test_erasure_item_cover_boxes_the_whole_touched_item() -> None:
     box[2:12, 3:7] = True
     assert not np.allclose(item.x[1][box], 0.2) and np.allclose(item.x[1][~box], 0.2)
     assert np.allclose(item.x[2][masks[2]], 0.2)  # an untouched item is not covered
-    with pytest.raises(ValueError, match="expected cover 'region' or 'item'"):
+    found = erasure_samples(x, y, 1, 0, maps, masks, rng, cover="found")
+    assert found.y.tolist() == item.y.tolist()  # one hot region per map here: the same items
+    two = maps.copy()
+    two[0, 15:17, 15:17] = 0.8  # image 0's map also finds the second item: nothing left
+    assert erasure_samples(x, y, 1, 0, two, masks, rng, cover="found").y.tolist() == [0, 0, 1]
+    assert erasure_samples(x, y, 1, 0, two, masks, rng, cover="item").y.tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="expected cover one of 'region', 'item', 'found'"):
         erasure_samples(x, y, 1, 0, maps, masks, rng, cover="box")
 
 
@@ -124,7 +130,7 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"train_eps": 0}, r"expected 0.0 < train_eps <= 1.0, got 0"),
     ({"train_eps": 1.5}, r"expected 0.0 < train_eps <= 1.0, got 1.5"),
     ({"erasure_item_visible": 0}, r"expected 0.0 < erasure_item_visible <= 1.0, got 0"),
-    ({"erasure_cover": "box"}, r"expected erasure_cover 'region' or 'item', got 'box'"),
+    ({"erasure_cover": "box"}, r"expected erasure_cover one of 'region', 'item', 'found', got 'box'"),
     ({"erasure_confidence": 1.5}, r"expected 0.0 <= erasure_confidence <= 1.0, got 1.5"),
     ({"final_learning_rate": 2e-3}, r"expected 0 < final_learning_rate <= learning_rate \(0.001\), got 0.002"),
     ({"final_learning_rate": 0}, r"expected 0 < final_learning_rate <= learning_rate"),
