@@ -527,7 +527,8 @@ def _table_line(m: dict[str, Any]) -> str:
     added = sum(m.get("samples_added", {}).values())
     return (f"round {m['round']}: acc {f(m['accuracy'])}  fpr {f(m['fpr'])}  miss {f(m['miss_rate'])}  "
             f"robust {f(m['robust_accuracy'])}  pointing {f(m['pointing_game'])}  "
-            f"item_recall {f(m['item_recall'])}  +{added} samples  {m['seconds']:.0f}s")
+            f"item_recall {f(m['item_recall'])}  boxed {f(m.get('boxed_flagged'))}  "
+            f"+{added} samples  {m['seconds']:.0f}s")
 
 
 def run(cfg: HardenConfig, resume: bool = False) -> RunResult:

@@ -25,13 +25,13 @@ from ._load import existing_dir, opt_float, read_csv, read_json
 from ._plot import LABELS, MARKERS, colour, figure, plot_tag
 
 #: Metrics drawn across rounds, in legend order.
-ROUND_METRICS = ("accuracy", "robust_accuracy", "item_recall", "pointing_game", "fpr", "miss_rate")
+ROUND_METRICS = ("accuracy", "robust_accuracy", "item_recall", "pointing_game", "fpr", "miss_rate", "boxed_flagged")
 #: Kinds of samples a round adds, in stacking order (unknown kinds are appended).
 SAMPLE_KINDS = ("cam_erasure", "attention", "adversarial", "jacobian", "pool")
 TOP_LOSS_COLUMNS = ("file", "true_label", "score", "loss", "overlay")
 
 _TABLE_COLUMNS = (("accuracy", "acc"), ("fpr", "fpr"), ("miss_rate", "miss"), ("robust_accuracy", "robust"),
-                  ("pointing_game", "pointing"), ("item_recall", "item rec"))
+                  ("pointing_game", "pointing"), ("item_recall", "item rec"), ("boxed_flagged", "boxed"))
 
 
 def load_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -81,10 +81,10 @@ def format_rounds_table(metrics: Sequence[dict[str, Any]]) -> str:
         >>> print(format_rounds_table([{"round": 0, "accuracy": 0.9, "fpr": 0.1, "miss_rate": 0.05,
         ...     "robust_accuracy": 0.4, "pointing_game": None, "item_recall": None,
         ...     "samples_added": {"pool": 0}, "seconds": 3.2}]))
-        round     acc     fpr    miss  robust pointing item rec  added  seconds
-            0   90.0%   10.0%    5.0%   40.0%        -        -      0        3
+        round     acc     fpr    miss  robust pointing item rec   boxed  added  seconds
+            0   90.0%   10.0%    5.0%   40.0%        -        -       -      0        3
     """
-    widths = [5] + [7, 7, 7, 7, 8, 8] + [6, 8]
+    widths = [5] + [7, 7, 7, 7, 8, 8, 7] + [6, 8]
     head = ["round"] + [label for _, label in _TABLE_COLUMNS] + ["added", "seconds"]
     lines = [" ".join(f"{c:>{w}}" for c, w in zip(head, widths))]
     for m in metrics:
@@ -141,7 +141,7 @@ def _rounds_plot(metrics: list[dict[str, Any]]) -> str:
                 ax.legend(loc="best", fontsize="small")
         tag = plot_tag(fig, "metrics across rounds")
     extra = h.note(f"Not measured in this run: {', '.join(absent)} "
-                   "(item recall and pointing game need ground-truth masks).") if absent else ""
+                   "(item recall, pointing game and the boxed-items check need ground-truth masks).") if absent else ""
     return tag + extra
 
 
