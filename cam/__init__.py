@@ -50,11 +50,12 @@ from .methods import DEFAULT_METHOD as DEFAULT_METHOD
 from .methods import METHODS as METHODS
 from .methods import CamMethod as CamMethod
 from .regions import Region as Region
+from .regions import hot_mask as hot_mask
 from .regions import overlay as overlay
 from .regions import regions as regions
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "CamMethod", "Explainer", "Region", "explain", "evaluate",
-           "overlay", "regions"]
+           "hot_mask", "overlay", "regions"]
 
 _LAZY = {"Explainer": "explainer", "explain": "explainer", "evaluate": "metrics"}
 

@@ -32,6 +32,7 @@ from hardenkit.modelio import sensitive_score
 from hardenkit.testkit import max_steps
 
 from .methods import DEFAULT_METHOD
+from .regions import hot_mask
 
 METRICS = ("deletion_auc", "insertion_auc", "pointing_game", "item_recall", "mprt_spearman")
 
@@ -186,8 +187,7 @@ def item_recall(maps: Sequence[np.ndarray] | np.ndarray, masks: Sequence[np.ndar
 
     found = total = 0
     for mm, gt in _with_masks(maps, masks):
-        top = float(mm.max())
-        hot = mm >= threshold * top if top > 0 else np.zeros(gt.shape, bool)
+        hot = hot_mask(mm, threshold)
         n, labels = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
         total += n - 1
         found += len(np.setdiff1d(np.unique(labels[hot]), [0]))

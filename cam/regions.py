@@ -33,6 +33,19 @@ class Region:
     importance: float
 
 
+def hot_mask(cam_map: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The pixels of a map at or above ``threshold`` x its maximum (all False for a map <= 0).
+
+    Example:
+        >>> m = np.array([[0.0, 0.4], [0.6, 1.0]])
+        >>> hot_mask(m).tolist()
+        [[False, False], [True, True]]
+    """
+    m = np.asarray(cam_map)
+    top = float(m.max()) if m.size else 0.0
+    return m >= threshold * top if top > 0 else np.zeros(m.shape, bool)
+
+
 def regions(cam_map: np.ndarray, threshold: float = 0.5, dilate: int = 0, min_area: int = 1) -> list[Region]:
     """Connected regions where the map reaches ``threshold`` x its maximum, most important first.
 

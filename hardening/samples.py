@@ -195,8 +195,9 @@ def erasure_samples(
     for i in range(len(images)):
         gt = masks[i] if masks is not None else None
         if cover == "found" and gt is not None and gt.any():
-            top = float(maps[i].max())
-            covered = maps[i] >= threshold * top if top > 0 else np.zeros(maps[i].shape, bool)
+            from cam import hot_mask
+
+            covered = hot_mask(maps[i], threshold)
         else:
             covered = _top_region_mask(maps[i], threshold)
         if not covered.any():
