@@ -33,17 +33,30 @@ class Region:
     importance: float
 
 
-def hot_mask(cam_map: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+def hot_mask(cam_map: np.ndarray, threshold: float = 0.5, dilate: int = 0) -> np.ndarray:
     """The pixels of a map at or above ``threshold`` x its maximum (all False for a map <= 0).
+
+    Args:
+        cam_map: (H, W) heatmap.
+        threshold: Fraction of the map's maximum a pixel must reach. Defaults to 0.5.
+        dilate: Grow the hot area by this many pixels (elliptic kernel). Defaults to 0.
 
     Example:
         >>> m = np.array([[0.0, 0.4], [0.6, 1.0]])
-        >>> hot_mask(m).tolist()
-        [[False, False], [True, True]]
+        >>> hot_mask(m).tolist(), hot_mask(m, 0.9, dilate=1).tolist()
+        ([[False, False], [True, True]], [[False, True], [True, True]])
     """
     m = np.asarray(cam_map)
     top = float(m.max()) if m.size else 0.0
-    return m >= threshold * top if top > 0 else np.zeros(m.shape, bool)
+    if not top > 0:
+        return np.zeros(m.shape, bool)
+    hot = m >= threshold * top
+    if dilate:
+        import cv2
+
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
+        hot = np.asarray(cv2.dilate(hot.astype(np.uint8), kernel), bool)
+    return hot
 
 
 def regions(cam_map: np.ndarray, threshold: float = 0.5, dilate: int = 0, min_area: int = 1) -> list[Region]:
@@ -77,13 +90,9 @@ def regions(cam_map: np.ndarray, threshold: float = 0.5, dilate: int = 0, min_ar
         raise ValueError(f"expected threshold in [0, 1], got {threshold}")
     if dilate < 0 or min_area < 1:
         raise ValueError(f"expected dilate >= 0 and min_area >= 1, got {dilate} and {min_area}")
-    top = float(m.max()) if m.size else 0.0
-    if not top > 0.0:
+    binary = hot_mask(m, threshold, dilate).astype(np.uint8)
+    if not binary.any():
         return []
-    binary = (m >= threshold * top).astype(np.uint8)
-    if dilate:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
-        binary = np.asarray(cv2.dilate(binary, kernel), np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     sums = np.bincount(labels.ravel(), weights=m.ravel(), minlength=n)
     out = []

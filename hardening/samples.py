@@ -155,7 +155,7 @@ def erasure_samples(
     threshold: float = 0.5,
     min_remaining: float = 0.3,
     item_visible: float | None = None,
-    cover: str = "region",
+    cover: str = "item",
 ) -> SampleSet:
     """Cover the top CAM region of each sensitive image with noise and label the result.
 
@@ -184,7 +184,8 @@ def erasure_samples(
         cover: ``"region"`` (the top CAM region), ``"item"`` (see above) or ``"found"`` (with a
             mask, the box of every item any map pixel >= ``threshold`` x its maximum touches,
             the items :func:`cam.metrics.item_recall` counts as found: what is left are the
-            ones the map missed). Defaults to ``"region"``.
+            ones the map missed). Without a mask all three cover the top region. Defaults to
+            ``"item"``, as :class:`~hardening.config.HardenConfig`.
 
     Example:
         >>> s = erasure_samples(x, y, 1, 0, maps, masks, np.random.default_rng(0))  # doctest: +SKIP

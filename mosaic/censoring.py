@@ -282,19 +282,12 @@ def _shaped_regions(m: np.ndarray, threshold: float, dilate: int, min_area: int,
     pass, without a per-region image-sized mask."""
     import cv2
 
-    from cam import regions
+    from cam import hot_mask, regions
 
     if shape != "mask":
         regs = regions(m, threshold=threshold, dilate=dilate, min_area=min_area)
         return region_mask(m.shape, regs, shape), len(regs)
-    m = np.asarray(m, np.float32)
-    top = float(m.max()) if m.size else 0.0
-    if not top > 0.0:
-        return np.zeros(m.shape, bool), 0
-    binary = (m >= threshold * top).astype(np.uint8)
-    if dilate:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
-        binary = np.asarray(cv2.dilate(binary, kernel), np.uint8)
+    binary = hot_mask(np.asarray(m, np.float32), threshold, dilate).astype(np.uint8)
     n, labels, stats, _ = components_with_stats(binary)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False

@@ -28,7 +28,7 @@ def test_erasure_label_follows_the_mask_rule() -> None:
     masks[0] = _blob_map(16, 16, [(4, 4), (11, 11)]) > 0  # two items; CAM covers one
     masks[1] = _blob_map(16, 16, [(4, 4)]) > 0  # one item; CAM covers it
     maps = np.stack([_blob_map(16, 16, [(4, 4)])] * 3)
-    s = erasure_samples(x, y, 1, 0, maps, masks, rng)
+    s = erasure_samples(x, y, 1, 0, maps, masks, rng, cover="region")
     assert s.y.tolist() == [1, 0, 1]
     assert s.review.tolist() == [False, False, True]  # image 2 has no mask: review, label kept
     covered = maps[0] > 0
@@ -46,9 +46,10 @@ def test_erasure_item_rule_keeps_a_small_whole_second_item_sensitive() -> None:
     maps = np.zeros((2, 20, 20), np.float32)
     maps[0, 1:10, 1:10] = 1.0
     maps[1, 1:16, 1:17] = 1.0  # one region over the big item and half of the small one
-    area_only = erasure_samples(x, y, 1, 0, maps, masks, rng, threshold=0.5, min_remaining=0.3)
+    area_only = erasure_samples(x, y, 1, 0, maps, masks, rng, threshold=0.5, min_remaining=0.3, cover="region")
     assert area_only.y.tolist() == [0, 0]
-    by_item = erasure_samples(x, y, 1, 0, maps, masks, rng, threshold=0.5, min_remaining=0.3, item_visible=0.9)
+    by_item = erasure_samples(x, y, 1, 0, maps, masks, rng, threshold=0.5, min_remaining=0.3, item_visible=0.9,
+                              cover="region")
     assert by_item.y.tolist() == [1, 0]  # the half-covered small item is not "in view"
 
 
@@ -62,7 +63,7 @@ def test_erasure_item_cover_boxes_the_whole_touched_item() -> None:
     maps = np.zeros((3, 20, 20), np.float32)
     maps[:2, 5:7, 4:6] = 1.0  # a peaked map: 4 pixels of the tall item
     maps[2, 14:18, 14:18] = 1.0  # image 2: the map is off the item
-    region = erasure_samples(x, y, 1, 0, maps, masks, rng)
+    region = erasure_samples(x, y, 1, 0, maps, masks, rng, cover="region")
     assert region.y.tolist() == [1, 1, 1]  # a few pixels covered: everything stays sensitive
     item = erasure_samples(x, y, 1, 0, maps, masks, rng, cover="item")
     assert item.y.tolist() == [1, 0, 1]  # 25 / 65 of image 0's area left: the second item
