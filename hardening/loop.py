@@ -1,12 +1,13 @@
 """The closed loop: find what the model gets wrong, turn it into samples, retrain, measure.
 
-Round 0 evaluates the starting model. Every round r >= 1 then:
+Round 0 evaluates the starting model. Every round r >= 1 takes the previous round's model
+(or, if that one lost its clean accuracy, the best round so far: :func:`start_round`) and:
 
 1. covers the top CAM region of correctly flagged sensitive training images with noise
    (labelled from the masks, else queued for review) and keeps those the model now misjudges;
 2. covers wrong-place attention (map peak outside the mask) with noise, label kept;
 3. walks seeds toward the boundary (Jacobian samples) and mines a pool, if given;
-4. retrains from the previous round's model (Adam, then an SGD finish), class-balanced,
+4. retrains it (Adam, then an SGD finish), class-balanced,
    each kind weighted by the config (samples of earlier rounds replayed, at most
    ``replay_max`` of them; labelled pool images, real data, every round), with
    Madry-style adversarial training: every batch is attacked with PGD (optionally partly
@@ -512,6 +513,28 @@ def _best(metrics: list[dict[str, Any]], cfg: HardenConfig) -> dict[str, Any]:
     return max(metrics, key=lambda d: selection_score(d, floor, cfg.fpr_weight))
 
 
+def start_round(metrics: list[dict[str, Any]], cfg: HardenConfig) -> int:
+    """The finished round whose model the next round mines and retrains from: the last one,
+    unless its clean validation accuracy fell below round 0's minus ``max_clean_drop`` (a
+    collapsed model, "robust" on every image of the class it now predicts); then the best
+    round so far (the one ``best.keras`` holds, see :func:`selection_score`).
+
+    Example:
+        >>> cfg = HardenConfig(max_clean_drop=0.05)
+        >>> ms = [{"round": 0, "val_score": 0.45, "val_accuracy": 0.9},
+        ...       {"round": 1, "val_score": 0.7, "val_accuracy": 0.88}]
+        >>> start_round(ms, cfg)
+        1
+        >>> start_round(ms + [{"round": 2, "val_score": 0.5, "val_accuracy": 0.5}], cfg)  # collapsed
+        1
+    """
+    last = max(metrics, key=lambda d: d["round"])
+    acc = last.get("val_accuracy")
+    if acc is None or acc >= _min_clean(metrics, cfg):
+        return int(last["round"])
+    return int(_best(metrics, cfg)["round"])
+
+
 def _render_report(out: Path) -> None:
     try:
         from reports import render_hardening
@@ -525,10 +548,12 @@ def _table_line(m: dict[str, Any]) -> str:
         return "   -  " if v is None else f"{100 * v:5.1f}%"
 
     added = sum(m.get("samples_added", {}).values())
+    src = m.get("start_round")
+    restart = f" (from round {src})" if src is not None and src != m["round"] - 1 else ""
     return (f"round {m['round']}: acc {f(m['accuracy'])}  fpr {f(m['fpr'])}  miss {f(m['miss_rate'])}  "
             f"robust {f(m['robust_accuracy'])}  pointing {f(m['pointing_game'])}  "
             f"item_recall {f(m['item_recall'])}  boxed {f(m.get('boxed_flagged'))}  "
-            f"+{added} samples  {m['seconds']:.0f}s")
+            f"+{added} samples  {m['seconds']:.0f}s{restart}")
 
 
 def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
@@ -628,7 +653,11 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             np.savez(rdir / "samples.npz", x=extra_x[0], y=extra_y[0], w=extra_w[0], kept=kept[0],
                      pool=np.array([], str))
         else:
-            prev = load_model(_round_dir(out, r - 1) / "model.keras")
+            src = start_round(metrics, cfg)
+            if src != r - 1:
+                _log(f"round {r}: round {r - 1} lost its clean accuracy (val "
+                     f"{metrics[-1]['val_accuracy']:.3f}); starting from round {src}, the best so far")
+            prev = load_model(_round_dir(out, src) / "model.keras")
             with progress_bar(None, f"round {r} samples") as adv:
                 sets = make_samples(prev, data, cfg, r, used_pool, lambda phase: adv(1))
             phases["samples"] = time.perf_counter() - t0
@@ -663,7 +692,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
         t1 = time.perf_counter()
         _save_gallery(bundle, data, cfg, rdir, drift_idx)
         phases["gallery"] = time.perf_counter() - t1
-        m = {"round": r, **m, "samples_added": added, "seconds": time.perf_counter() - t0,
+        m = {"round": r, **m, "start_round": None if r == 0 else src, "samples_added": added, "seconds": time.perf_counter() - t0,
              "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
         metrics.append(m)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))

@@ -232,6 +232,42 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
     assert [[m[k] for k in keys] for m in resumed.metrics] == [[m[k] for k in keys] for m in full.metrics]
 
 
+@pytest.mark.slow
+def test_a_round_that_collapsed_is_not_built_on(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+    from hardening import loop
+
+    real_retrain, real_evaluate = loop._retrain, loop.evaluate
+    starts = []
+
+    def retrain(prev, *a, **k):
+        starts.append(Path(prev.path).parent.name)
+        return real_retrain(prev, *a, **k)
+
+    def evaluate(bundle, *a, **k):  # round 1's model measures as collapsed on validation
+        m = real_evaluate(bundle, *a, **k)
+        return {**m, "val_accuracy": 0.0} if Path(bundle.path).parent.name == "round-1" else m
+
+    monkeypatch.setattr(loop, "_retrain", retrain)
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    res = loop.run(_cfg(tiny_data, tmp_path, "collapse", pool=None, weights={"pool": 0}))
+    assert starts == ["round-0", "round-0"]  # round 2 starts again from round 0, the best so far
+    assert [m["start_round"] for m in res.metrics] == [None, 0, 0]
+    assert res.best_round != 1
+
+
+def test_start_round_is_the_last_round_unless_it_collapsed() -> None:
+    from hardening.loop import start_round
+
+    cfg = HardenConfig()
+    ms = [{"round": 0, "val_score": 0.45, "val_accuracy": 0.88},
+          {"round": 1, "val_score": 0.60, "val_accuracy": 0.86},
+          {"round": 2, "val_score": 0.55, "val_accuracy": 0.84}]
+    assert start_round(ms, cfg) == 2  # worse than round 1, but still above the clean floor
+    ms.append({"round": 3, "val_score": 0.70, "val_accuracy": 0.50})
+    assert start_round(ms, cfg) == 1
+    assert start_round([{"round": 0, "val_score": 0.4}], cfg) == 0
+
+
 def test_replay_keeps_this_round_and_caps_earlier_rounds() -> None:
     from hardening.loop import _replay
 
