@@ -653,11 +653,11 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             np.savez(rdir / "samples.npz", x=extra_x[0], y=extra_y[0], w=extra_w[0], kept=kept[0],
                      pool=np.array([], str))
         else:
-            src = start_round(metrics, cfg)
-            if src != r - 1:
+            start_from = start_round(metrics, cfg)
+            if start_from != r - 1:
                 _log(f"round {r}: round {r - 1} lost its clean accuracy (val "
-                     f"{metrics[-1]['val_accuracy']:.3f}); starting from round {src}, the best so far")
-            prev = load_model(_round_dir(out, src) / "model.keras")
+                     f"{metrics[-1]['val_accuracy']:.3f}); starting from round {start_from}, the best so far")
+            prev = load_model(_round_dir(out, start_from) / "model.keras")
             with progress_bar(None, f"round {r} samples") as adv:
                 sets = make_samples(prev, data, cfg, r, used_pool, lambda phase: adv(1))
             phases["samples"] = time.perf_counter() - t0
@@ -692,7 +692,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
         t1 = time.perf_counter()
         _save_gallery(bundle, data, cfg, rdir, drift_idx)
         phases["gallery"] = time.perf_counter() - t1
-        m = {"round": r, **m, "start_round": None if r == 0 else src, "samples_added": added, "seconds": time.perf_counter() - t0,
+        m = {"round": r, **m, "start_round": None if r == 0 else start_from, "samples_added": added, "seconds": time.perf_counter() - t0,
              "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
         metrics.append(m)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
