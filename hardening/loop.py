@@ -1,7 +1,7 @@
 """The closed loop: find what the model gets wrong, turn it into samples, retrain, measure.
 
 Round 0 evaluates the starting model. Every round r >= 1 takes the previous round's model
-(or, if that one lost its clean accuracy, the best round so far: :func:`start_round`) and:
+(or, if that one collapsed to one class, the best round so far: :func:`start_round`) and:
 
 1. covers the top CAM region of correctly flagged sensitive training images with noise
    (labelled from the masks, else queued for review) and keeps those the model now misjudges;
@@ -513,26 +513,34 @@ def _best(metrics: list[dict[str, Any]], cfg: HardenConfig) -> dict[str, Any]:
     return max(metrics, key=lambda d: selection_score(d, floor, cfg.fpr_weight))
 
 
-def start_round(metrics: list[dict[str, Any]], cfg: HardenConfig) -> int:
+#: A model within this much of the validation accuracy of always answering the largest class has collapsed.
+COLLAPSE_MARGIN = 0.02
+
+
+def start_round(metrics: list[dict[str, Any]], chance: float) -> int:
     """The finished round whose model the next round mines and retrains from: the last one,
-    unless its clean validation accuracy fell below round 0's minus ``max_clean_drop`` (a
-    collapsed model, "robust" on every image of the class it now predicts); then the best
-    round so far (the one ``best.keras`` holds, see :func:`selection_score`).
+    unless it collapsed (validation accuracy within :data:`COLLAPSE_MARGIN` of ``chance``, the
+    share of the largest class: a model that answers one class whatever the image, and is
+    "robust" on every image of it); then the latest round that did not (round 0 if none).
+    A round merely below the clean floor (see :func:`selection_score`) is built on: adversarial
+    training costs clean accuracy first and wins it back later (on the demo data with six
+    epochs per round, restarting from the best round whenever the last fell below the floor
+    restarted rounds 2 and 3 from round 0, and robust accuracy read 0.155 / 0.370 / 0.370 at
+    rounds 1-3, test accuracy 0.795 / 0.800 / 0.802 against round 0's 0.875).
 
     Example:
-        >>> cfg = HardenConfig(max_clean_drop=0.05)
         >>> ms = [{"round": 0, "val_score": 0.45, "val_accuracy": 0.9},
-        ...       {"round": 1, "val_score": 0.7, "val_accuracy": 0.88}]
-        >>> start_round(ms, cfg)
+        ...       {"round": 1, "val_score": 0.7, "val_accuracy": 0.8}]
+        >>> start_round(ms, chance=0.5)  # below a 0.05 clean floor (0.85), not collapsed
         1
-        >>> start_round(ms + [{"round": 2, "val_score": 0.5, "val_accuracy": 0.5}], cfg)  # collapsed
+        >>> start_round(ms + [{"round": 2, "val_score": 0.5, "val_accuracy": 0.51}], chance=0.5)  # collapsed
         1
     """
-    last = max(metrics, key=lambda d: d["round"])
-    acc = last.get("val_accuracy")
-    if acc is None or acc >= _min_clean(metrics, cfg):
-        return int(last["round"])
-    return int(_best(metrics, cfg)["round"])
+    def fine(m: dict[str, Any]) -> bool:
+        return m.get("val_accuracy") is None or m["val_accuracy"] > chance + COLLAPSE_MARGIN
+
+    ordered = sorted(metrics, key=lambda d: d["round"])
+    return int(next((m for m in reversed(ordered) if fine(m)), ordered[0])["round"])
 
 
 def _render_report(out: Path) -> None:
@@ -619,6 +627,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
     for b in bad:
         _log(f"skipped: {b}")
     data = _Data(splits["train"], splits["val"], splits["test"], names)
+    chance = float(np.bincount(data.val.y).max() / len(data.val.y)) if len(data.val.y) else 1.0
     drift_idx = _drift_indices(data, cfg.drift_images, bundle0.sensitive_indices, cfg.seed)
     metrics: list[dict[str, Any]] = []
     if (out / "metrics.json").exists() and done:
@@ -653,10 +662,10 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             np.savez(rdir / "samples.npz", x=extra_x[0], y=extra_y[0], w=extra_w[0], kept=kept[0],
                      pool=np.array([], str))
         else:
-            start_from = start_round(metrics, cfg)
+            start_from = start_round(metrics, chance)
             if start_from != r - 1:
-                _log(f"round {r}: round {r - 1} lost its clean accuracy (val "
-                     f"{metrics[-1]['val_accuracy']:.3f}); starting from round {start_from}, the best so far")
+                _log(f"round {r}: round {r - 1} collapsed to one class (val accuracy "
+                     f"{metrics[-1]['val_accuracy']:.3f}); starting from round {start_from}, the latest that did not")
             prev = load_model(_round_dir(out, start_from) / "model.keras")
             with progress_bar(None, f"round {r} samples") as adv:
                 sets = make_samples(prev, data, cfg, r, used_pool, lambda phase: adv(1))

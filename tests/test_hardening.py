@@ -250,7 +250,7 @@ def test_a_round_that_collapsed_is_not_built_on(tiny_data: Path, tmp_path: Path,
     monkeypatch.setattr(loop, "_retrain", retrain)
     monkeypatch.setattr(loop, "evaluate", evaluate)
     res = loop.run(_cfg(tiny_data, tmp_path, "collapse", pool=None, weights={"pool": 0}))
-    assert starts == ["round-0", "round-0"]  # round 2 starts again from round 0, the best so far
+    assert starts == ["round-0", "round-0"]  # round 2 starts again from round 0, the latest round that did not collapse
     assert [m["start_round"] for m in res.metrics] == [None, 0, 0]
     assert res.best_round != 1
 
@@ -258,14 +258,15 @@ def test_a_round_that_collapsed_is_not_built_on(tiny_data: Path, tmp_path: Path,
 def test_start_round_is_the_last_round_unless_it_collapsed() -> None:
     from hardening.loop import start_round
 
-    cfg = HardenConfig()
     ms = [{"round": 0, "val_score": 0.45, "val_accuracy": 0.88},
           {"round": 1, "val_score": 0.60, "val_accuracy": 0.86},
-          {"round": 2, "val_score": 0.55, "val_accuracy": 0.84}]
-    assert start_round(ms, cfg) == 2  # worse than round 1, but still above the clean floor
-    ms.append({"round": 3, "val_score": 0.70, "val_accuracy": 0.50})
-    assert start_round(ms, cfg) == 1
-    assert start_round([{"round": 0, "val_score": 0.4}], cfg) == 0
+          {"round": 2, "val_score": 0.55, "val_accuracy": 0.70}]
+    assert start_round(ms, chance=0.5) == 2  # worse than round 1 and below the clean floor, not collapsed
+    ms.append({"round": 3, "val_score": 0.70, "val_accuracy": 0.51})
+    assert start_round(ms, chance=0.5) == 2  # collapsed: back to the latest round that did not
+    assert start_round(ms, chance=0.4) == 3  # the same accuracy is no collapse when one class is 40%
+    assert start_round([ms[0], {"round": 1, "val_score": 0.5, "val_accuracy": 0.5}], chance=0.5) == 0
+    assert start_round([{"round": 0, "val_score": 0.4}], chance=0.5) == 0
 
 
 def test_replay_keeps_this_round_and_caps_earlier_rounds() -> None:
