@@ -4,7 +4,8 @@ Reads only what ``harden run`` saved; no model is loaded or run:
 
 * ``RUN_DIR/metrics.json``: a list, one object per round (round 0 = baseline) with
   ``round, accuracy, fpr, miss_rate, robust_accuracy, pointing_game, item_recall, threshold,
-  samples_added{kind: n}, robust_by_eps{"eps": acc}, confusion [[tn, fp], [fn, tp]], seconds``.
+  samples_added{kind: n}, robust_by_eps{"eps": acc}, confusion [[tn, fp], [fn, tp]], seconds``,
+  and ``start_round`` (the round it retrained from, shown when not the one before).
 * ``RUN_DIR/round-K/drift/*.png``: CAM overlays of the same test images every round.
 * ``RUN_DIR/round-K/top-loss.csv``: ``file,true_label,score,loss,overlay`` (overlay relative
   to RUN_DIR).
@@ -102,12 +103,22 @@ def _added_cell(added: dict[str, int]) -> str:
     return f"{sum(added.values())}" + (f' <small title="{h.esc(parts)}">({h.esc(parts)})</small>' if parts else "")
 
 
+def _round_cell(m: dict[str, Any]) -> str:
+    """The round number; "(baseline)" for round 0, "(from round k)" if it restarted from an earlier round."""
+    src = m.get("start_round")
+    if m["round"] == 0:
+        return "0 (baseline)"
+    if isinstance(src, int) and src != m["round"] - 1:
+        return f"{m['round']} (from round {src})"
+    return str(m["round"])
+
+
 def _metrics_table(metrics: list[dict[str, Any]]) -> str:
     header = (["round"] + [LABELS[k] for k, _ in _TABLE_COLUMNS] + ["threshold", "samples added", "seconds"])
     rows = []
     for m in metrics:
         added = _added(m)
-        rows.append([str(m["round"]) + (" (baseline)" if m["round"] == 0 else "")]
+        rows.append([_round_cell(m)]
                     + [h.pct(_metric(m, k)) for k, _ in _TABLE_COLUMNS]
                     + [h.num(_metric(m, "threshold"))]
                     + [_added_cell(added)]
