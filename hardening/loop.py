@@ -1,7 +1,7 @@
 """The closed loop: find what the model gets wrong, turn it into samples, retrain, measure.
 
 Round 0 evaluates the starting model. Every round r >= 1 takes the previous round's model
-(or, if that one collapsed to one class, the best round so far: :func:`start_round`) and:
+(or, if that one collapsed to one class, the latest round that did not: :func:`start_round`) and:
 
 1. covers the top CAM region of correctly flagged sensitive training images with noise
    (labelled from the masks, else queued for review) and keeps those the model now misjudges;
@@ -701,8 +701,8 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
         t1 = time.perf_counter()
         _save_gallery(bundle, data, cfg, rdir, drift_idx)
         phases["gallery"] = time.perf_counter() - t1
-        m = {"round": r, **m, "start_round": None if r == 0 else start_from, "samples_added": added, "seconds": time.perf_counter() - t0,
-             "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
+        m = {"round": r, **m, "start_round": None if r == 0 else start_from, "samples_added": added,
+             "seconds": time.perf_counter() - t0, "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
         metrics.append(m)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
         if _best(metrics, cfg)["round"] == r:
