@@ -54,6 +54,10 @@ class AdversarialTrainer(keras.Model):
             prediction), the attack maximising that KL). Defaults to ``"mix"``.
         trades_beta: Weight of the TRADES robustness term. Defaults to 6 (the paper's).
 
+    The training attack's budget and step are multiplied by ``eps_scale`` (a ``tf.Variable``
+    kept out of the saved weights, 1 unless :class:`EpsWarmup` ramps it); the validation
+    attack is not.
+
     Example:
         >>> from hardenkit.testkit import tiny_model
         >>> AdversarialTrainer(tiny_model(), eps=0.03).eps
@@ -86,6 +90,9 @@ class AdversarialTrainer(keras.Model):
         self.robust_tracker = keras.metrics.SparseCategoricalAccuracy(name="robust_accuracy")
         self.clean_tracker = keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy")
         self.loss_tracker = keras.metrics.Mean(name="total_loss")
+        # a tf.Variable, not a Keras one: outside the model's weights, so restoring the best
+        # checkpoint after a fit does not bring back a warm-up epoch's scale
+        self.eps_scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="eps_scale")
 
     @property
     def output_shape(self) -> Any:
@@ -98,8 +105,11 @@ class AdversarialTrainer(keras.Model):
     def _attack(self, x: Any, y: Any, steps: int, step_size: float, random_start: bool = True,
                 target: Any = None, eps: float | None = None) -> Any:
         """L-inf PGD against the current weights (BN in inference): on the cross-entropy of
-        ``y``, or with ``target`` probabilities on KL(target || prediction) (TRADES)."""
-        eps = self.eps if eps is None else eps
+        ``y``, or with ``target`` probabilities on KL(target || prediction) (TRADES). Without
+        ``eps`` (a training attack) budget and step are scaled by ``eps_scale``."""
+        if eps is None:
+            scale = tf.convert_to_tensor(self.eps_scale)
+            eps, step_size = self.eps * scale, step_size * scale
         x0 = tf.convert_to_tensor(x, tf.float32)
         if random_start:
             noise = tf.random.uniform(tf.shape(x0), -eps, eps)
@@ -186,6 +196,57 @@ class AdversarialTrainer(keras.Model):
         score = tf.where(clean >= self.min_clean_accuracy, 0.5 * (clean + robust), clean - 1.0)
         out.update(loss=self.loss_tracker.result(), clean_accuracy=clean, robust_accuracy=robust, score=score)
         return out
+
+
+class EpsWarmup(keras.callbacks.Callback):
+    """Ramp an :class:`AdversarialTrainer`'s training budget up over the first epochs of a fit.
+
+    Epoch ``e`` (from 0) trains at ``min(1, (e + 1) / (epochs + 1))`` of ``eps``: with
+    ``epochs=2``, a third, two thirds, then the full budget. Adversarial training from an
+    undefended model at the full budget can collapse it to one class (the hardening loop's
+    first round); starting small is the usual remedy. The scale is written to the epoch's
+    logs as ``eps_scale`` and set back to 1 when the fit ends.
+
+    Args:
+        trainer: The :class:`AdversarialTrainer` being fit.
+        epochs: Epochs below the full budget; 0 = none.
+
+    Example:
+        >>> from hardenkit.testkit import tiny_model
+        >>> t = AdversarialTrainer(tiny_model(), eps=0.03)
+        >>> cb = EpsWarmup(t, epochs=2)
+        >>> cb.on_epoch_begin(0); round(float(t.eps_scale.numpy()), 4)
+        0.3333
+        >>> cb.on_epoch_begin(5); float(t.eps_scale.numpy())
+        1.0
+    """
+
+    def __init__(self, trainer: AdversarialTrainer, epochs: int) -> None:
+        super().__init__()
+        if epochs < 0:
+            raise ValueError(f"expected epochs >= 0, got {epochs}")
+        self.trainer = trainer
+        self.epochs = int(epochs)
+
+    def scale(self, epoch: int) -> float:
+        """The budget's share at ``epoch`` (from 0).
+
+        Example:
+            >>> from hardenkit.testkit import tiny_model
+            >>> EpsWarmup(AdversarialTrainer(tiny_model(), eps=0.03), 1).scale(0)
+            0.5
+        """
+        return min(1.0, (epoch + 1) / (self.epochs + 1))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.trainer.eps_scale.assign(self.scale(epoch))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs["eps_scale"] = self.scale(epoch)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.trainer.eps_scale.assign(1.0)
 
 
 def fpr_at(scores: Any, y_binary: Any, threshold: float) -> float:

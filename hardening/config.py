@@ -56,6 +56,11 @@ class HardenConfig:
             0.950 / 0.100 (acc / fpr / robust / item recall / boxed_flagged) against one
             step's 0.850 / 0.330 / 0.610 / 0.937 / 0.115 (see ``erasure_confidence``): better
             there, worse on the scenes' fpr and item recall, one seed each. Defaults to 1.
+        eps_warmup: Adam epochs over which the training attack's budget ramps up (a third,
+            two thirds, then all of it for 2; see :class:`hardening.adversarial.EpsWarmup`) in
+            a round that retrains from round 0's model, the one never trained adversarially
+            (round 1, or a round after a collapse). 0 = the full budget from the first epoch.
+            Must be below ``epochs``. Defaults to 0.
         eval_steps: PGD steps when measuring robust accuracy each round. Defaults to 10. (The
             per-epoch validation that picks the best checkpoint uses at most 3: a quarter of
             the retraining time went into it with 5.)
@@ -181,6 +186,7 @@ class HardenConfig:
     eps: float = 8 / 255
     train_eps: float | None = None
     pgd_steps: int = 1
+    eps_warmup: int = 0
     eval_steps: int = 10
     fgsm_mix: float = 0.0
     clean_fraction: float = 1.0
@@ -216,13 +222,15 @@ class HardenConfig:
     mixed_precision: bool = False
 
     def __post_init__(self) -> None:
-        ints = {"rounds": 1, "pgd_steps": 1, "eval_steps": 1, "max_per_kind": 0, "jacobian_seeds": 0,
+        ints = {"rounds": 1, "pgd_steps": 1, "eps_warmup": 0, "eval_steps": 1, "max_per_kind": 0, "jacobian_seeds": 0,
                 "replay_max": 0,
                 "pool_top": 0, "epochs": 1, "sgd_epochs": 0, "batch_size": 1, "drift_images": 0}
         for name, lo in ints.items():
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"expected {name} >= {lo}, got {v!r}")
+        if self.eps_warmup >= self.epochs:
+            raise ConfigError(f"expected eps_warmup < epochs ({self.epochs}), got {self.eps_warmup}")
         for name in ("eps", "fgsm_mix", "clean_fraction", "max_clean_drop", "recall", "cam_threshold", "erasure_min_remaining", "erasure_confidence", "jacobian_lambda"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):

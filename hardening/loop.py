@@ -418,7 +418,7 @@ def selection_score(m: dict[str, Any], min_clean: float, fpr_weight: float = 0.0
 
 
 def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray, extra_w: np.ndarray,
-             cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0) -> Any:
+             cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0, warmup: int = 0) -> Any:
     import keras
 
     from hardenkit.distribute import get_strategy
@@ -446,6 +446,11 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
                                        clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,
                                        objective=cfg.objective, trades_beta=cfg.trades_beta)
             monitor = "val_score"
+        ramp: list[Any] = []
+        if adv_w > 0 and warmup:
+            from .adversarial import EpsWarmup
+
+            ramp = [EpsWarmup(model, warmup)]
         vx, vy = data.val.x, data.val.y
         select: list[Any] = []
         if cfg.fpr_weight > 0:  # scores every validation image: the fpr needs the full split
@@ -460,7 +465,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         fit_arrays(model, x, y, vx, vy, epochs=cfg.epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
                    final_learning_rate=cfg.final_learning_rate, ema_momentum=cfg.ema_momentum,
-                   callbacks=[*select, tb], description=f"round {r} adam", monitor=monitor)
+                   callbacks=[*ramp, *select, tb], description=f"round {r} adam", monitor=monitor)
         if cfg.sgd_epochs:
             fit_arrays(model, x, y, vx, vy, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
                        optimizer="sgd", learning_rate=cfg.sgd_learning_rate, sample_weight=w,
@@ -688,7 +693,8 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             if cfg.weights["adversarial"] > 0:  # made on the fly, one per training image and epoch
                 added["adversarial"] = (len(data.train.x) + len(ax)) * (cfg.epochs + cfg.sgd_epochs)
             t1 = time.perf_counter()
-            model = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg))
+            model = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg),
+                             warmup=cfg.eps_warmup if start_from == 0 else 0)
             phases["retrain"] = time.perf_counter() - t1
             save_model(model, rdir / "model.keras", names, prev.sensitive_names)
             bundle = load_model(rdir / "model.keras")

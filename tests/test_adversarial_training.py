@@ -120,6 +120,31 @@ def test_training_and_validation_attacks_use_their_own_budgets() -> None:
         AdversarialTrainer(tiny_model(), eps=0.05, eval_eps=2.0)
 
 
+def test_eps_warmup_ramps_the_training_budget_only() -> None:
+    import tensorflow as tf
+
+    from hardening.adversarial import AdversarialTrainer, EpsWarmup
+    from hardenkit.train import fit_arrays
+
+    seed_everything(0)
+    x, y, _ = planted_batch(64)
+    t = AdversarialTrainer(tiny_model(), eps=0.08, steps=2)
+    t.eps_scale.assign(0.25)
+    assert np.abs(np.asarray(t.adversarial_batch(x, y)) - x).max() <= 0.02 + 1e-6
+    val_delta = np.abs(np.asarray(t._attack(tf.constant(x), tf.constant(y), 2, 0.1, eps=t.eval_eps)) - x).max()
+    assert val_delta > 0.02 + 1e-3  # the validation attack keeps its full budget
+    t.eps_scale.assign(0.0)  # the compiled train step reads the scale: at 0 the "attacked" half is the clean one
+    hist = fit_arrays(t, x, y, x[:16], y[:16], epochs=1, batch_size=32, seed=0, monitor="val_score")
+    assert hist["robust_accuracy"] == hist["clean_accuracy"]
+    t.eps_scale.assign(1.0)
+    hist = fit_arrays(t, x, y, x[:16], y[:16], epochs=3, batch_size=32, seed=0, monitor="val_score",
+                      callbacks=[EpsWarmup(t, 2)])
+    assert hist["eps_scale"] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert float(t.eps_scale.numpy()) == 1.0  # back to the full budget after the fit
+    with pytest.raises(ValueError, match="epochs >= 0"):
+        EpsWarmup(t, -1)
+
+
 class _Fixed:
     """A stand-in classifier whose predictions are given (FprSelectionScore only calls predict)."""
 

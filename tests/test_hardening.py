@@ -138,6 +138,8 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"ema_momentum": 1.0}, r"expected 0 < ema_momentum < 1, got 1.0"),
     ({"pool_keep": "yes"}, r"expected pool_keep true or false, got 'yes'"),
     ({"mixed_precision": 1}, r"expected mixed_precision true or false, got 1"),
+    ({"eps_warmup": -1}, r"expected eps_warmup >= 0, got -1"),
+    ({"eps_warmup": 5}, r"expected eps_warmup < epochs \(5\), got 5"),
 ])
 def test_config_validation(kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -237,21 +239,24 @@ def test_a_round_that_collapsed_is_not_built_on(tiny_data: Path, tmp_path: Path,
     from hardening import loop
 
     real_retrain, real_evaluate = loop._retrain, loop.evaluate
-    starts = []
+    starts, warmups = [], []
 
     def retrain(prev, *a, **k):
         starts.append(Path(prev.path).parent.name)
+        warmups.append(k.get("warmup"))
         return real_retrain(prev, *a, **k)
 
-    def evaluate(bundle, *a, **k):  # round 1's model measures as collapsed on validation
+    def evaluate(bundle, *a, **k):  # round 1's model measures as collapsed on validation, round 2's as not
         m = real_evaluate(bundle, *a, **k)
-        return {**m, "val_accuracy": 0.0} if Path(bundle.path).parent.name == "round-1" else m
+        return {**m, "val_accuracy": {"round-1": 0.0, "round-2": 1.0}.get(Path(bundle.path).parent.name, m["val_accuracy"])}
 
     monkeypatch.setattr(loop, "_retrain", retrain)
     monkeypatch.setattr(loop, "evaluate", evaluate)
-    res = loop.run(_cfg(tiny_data, tmp_path, "collapse", pool=None, weights={"pool": 0}))
-    assert starts == ["round-0", "round-0"]  # round 2 starts again from round 0, the latest round that did not collapse
-    assert [m["start_round"] for m in res.metrics] == [None, 0, 0]
+    res = loop.run(_cfg(tiny_data, tmp_path, "collapse", pool=None, weights={"pool": 0}, rounds=3,
+                        epochs=2, eps_warmup=1))
+    assert starts == ["round-0", "round-0", "round-2"]  # round 2 starts again from round 0, the latest round that did not collapse
+    assert warmups == [1, 1, 0]  # the budget ramps up only when retraining round 0's model
+    assert [m["start_round"] for m in res.metrics] == [None, 0, 0, 2]
     assert res.best_round != 1
 
 
