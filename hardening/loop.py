@@ -560,9 +560,11 @@ def _table_line(m: dict[str, Any]) -> str:
     def f(v: Any) -> str:
         return "   -  " if v is None else f"{100 * v:5.1f}%"
 
+    from reports.hardening import restarted_from
+
     added = sum(m.get("samples_added", {}).values())
-    src = m.get("start_round")
-    restart = f" (from round {src})" if src is not None and src != m["round"] - 1 else ""
+    src = restarted_from(m)
+    restart = "" if src is None else f" (from round {src})"
     return (f"round {m['round']}: acc {f(m['accuracy'])}  fpr {f(m['fpr'])}  miss {f(m['miss_rate'])}  "
             f"robust {f(m['robust_accuracy'])}  pointing {f(m['pointing_game'])}  "
             f"item_recall {f(m['item_recall'])}  boxed {f(m.get('boxed_flagged'))}  "

@@ -103,14 +103,23 @@ def _added_cell(added: dict[str, int]) -> str:
     return f"{sum(added.values())}" + (f' <small title="{h.esc(parts)}">({h.esc(parts)})</small>' if parts else "")
 
 
+def restarted_from(m: dict[str, Any]) -> int | None:
+    """The earlier round a round retrained from when that is not the one before it, else None.
+
+    Example:
+        >>> restarted_from({"round": 3, "start_round": 1}), restarted_from({"round": 3, "start_round": 2})
+        (1, None)
+    """
+    src = m.get("start_round")
+    return src if isinstance(src, int) and m["round"] > 0 and src != m["round"] - 1 else None
+
+
 def _round_cell(m: dict[str, Any]) -> str:
     """The round number; "(baseline)" for round 0, "(from round k)" if it restarted from an earlier round."""
-    src = m.get("start_round")
     if m["round"] == 0:
         return "0 (baseline)"
-    if isinstance(src, int) and src != m["round"] - 1:
-        return f"{m['round']} (from round {src})"
-    return str(m["round"])
+    src = restarted_from(m)
+    return str(m["round"]) if src is None else f"{m['round']} (from round {src})"
 
 
 def _metrics_table(metrics: list[dict[str, Any]]) -> str:

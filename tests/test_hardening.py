@@ -355,3 +355,13 @@ def test_val_subset_is_seeded_and_spans_a_class_sorted_split() -> None:
     assert len(sub) == 200 and np.array_equal(sub, val_subset(len(y), seed=0))
     assert 0.35 < y[sub].mean() < 0.65  # not the first 200 (all class 0)
     assert not np.array_equal(sub, val_subset(len(y), seed=1))
+
+
+def test_round_line_names_a_restart_from_an_earlier_round() -> None:
+    from hardening.loop import _table_line
+
+    m = {"round": 2, "accuracy": 0.9, "fpr": 0.1, "miss_rate": 0.05, "robust_accuracy": 0.5, "pointing_game": None,
+         "item_recall": None, "samples_added": {"jacobian": 3}, "seconds": 12.0, "start_round": 0}
+    assert _table_line(m).endswith("+3 samples  12s (from round 0)")
+    assert _table_line({**m, "start_round": 1}).endswith("12s")  # the round before: nothing to say
+    assert _table_line({**m, "round": 0, "start_round": None}).endswith("12s")
