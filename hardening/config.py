@@ -75,7 +75,11 @@ class HardenConfig:
             the retraining time went into it with 5.)
         fgsm_mix: Share of adversarial samples made with FGSM instead of PGD. Defaults to 0.
         clean_fraction: Share of each training batch also trained on unperturbed (every
-            image is trained on adversarially); 1 = clean + adversarial halves. Defaults to 1.
+            image is trained on adversarially); 1 = clean + adversarial halves. 0.5 on the demo
+            data (seed 1, baseline acc 0.882, fpr 0.180, two runs at a time, one thread each)
+            measured 0.862 / 0.250 / 0.660 / 0.959 at round 5 against 1's 0.895 / 0.220 / 0.637 /
+            0.922 (acc / fpr / robust / item recall), with round 2 at fpr 0.980 (1: 0.420), for
+            rounds 1-5 only 6% shorter in all (1250 s vs 1336 s). Defaults to 1.
         objective: Adversarial training objective: ``"mix"`` (cross-entropy on clean and
             adversarial images) or ``"trades"`` (clean cross-entropy + ``trades_beta`` x KL to
             the adversarial prediction), see :class:`hardening.adversarial.AdversarialTrainer`.
