@@ -437,6 +437,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         inner = load_model(bundle.path).model
         model = inner
         monitor = "val_accuracy"
+        ramp: list[Any] = []
         if adv_w > 0:
             from .adversarial import AdversarialTrainer
 
@@ -446,11 +447,10 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
                                        clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,
                                        objective=cfg.objective, trades_beta=cfg.trades_beta)
             monitor = "val_score"
-        ramp: list[Any] = []
-        if adv_w > 0 and warmup:
-            from .adversarial import EpsWarmup
+            if warmup:
+                from .adversarial import EpsWarmup
 
-            ramp = [EpsWarmup(model, warmup)]
+                ramp = [EpsWarmup(model, warmup)]
         vx, vy = data.val.x, data.val.y
         select: list[Any] = []
         if cfg.fpr_weight > 0:  # scores every validation image: the fpr needs the full split
