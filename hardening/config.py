@@ -189,7 +189,10 @@ class HardenConfig:
         batch_size: Defaults to 32 (twice the updates of 64 per epoch at the same cost).
         drift_images: Test images shown in the CAM-drift gallery. Defaults to 12.
         seed: Seeds every random choice. Defaults to 0.
-        mixed_precision: Use float16 compute on GPU. Defaults to False.
+        mixed_precision: Train in ``mixed_float16`` when a GPU is visible (no effect on a
+            CPU): each round's model is rebuilt with that policy for its training and saved
+            back in float32, so CAM, evaluation and the saved models stay float32 (see
+            :func:`hardenkit.distribute.with_dtype_policy`). Defaults to False.
     """
 
     rounds: int = 5

@@ -418,10 +418,11 @@ def selection_score(m: dict[str, Any], min_clean: float, fpr_weight: float = 0.0
 
 
 def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray, extra_w: np.ndarray,
-             cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0, warmup: int = 0) -> Any:
+             cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0, warmup: int = 0,
+             policy: str = "float32") -> Any:
     import keras
 
-    from hardenkit.distribute import get_strategy
+    from hardenkit.distribute import get_strategy, with_dtype_policy
     from hardenkit.modelio import load_model
     from hardenkit.train import fit_arrays
 
@@ -435,6 +436,8 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
     strategy = get_strategy()
     with strategy.scope():
         inner = load_model(bundle.path).model
+        if policy != "float32":  # mixed precision (training_policy): the loaded model is float32
+            inner = with_dtype_policy(inner, policy)
         model = inner
         monitor = "val_accuracy"
         ramp: list[Any] = []
@@ -445,7 +448,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
                                        adversarial_weight=adv_w,
                                        fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 3),
                                        clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,
-                                       objective=cfg.objective, trades_beta=cfg.trades_beta)
+                                       objective=cfg.objective, trades_beta=cfg.trades_beta, dtype=policy)
             monitor = "val_score"
             if warmup:
                 from .adversarial import EpsWarmup
@@ -470,6 +473,8 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
             fit_arrays(model, x, y, vx, vy, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
                        optimizer="sgd", learning_rate=cfg.sgd_learning_rate, sample_weight=w,
                        seed=cfg.seed * 1000 + r + 7, callbacks=select, description=f"round {r} sgd", monitor=monitor)
+        if policy != "float32":  # saved and evaluated in float32, like the model it started from
+            inner = with_dtype_policy(inner, "float32")
     return inner
 
 
@@ -614,10 +619,9 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
     if cfg.data is None:
         cfg = with_demo_pool(cfg, data_dir)
     model_path = cfg.model or str(ensure_demo_model())
-    if cfg.mixed_precision:
-        from hardenkit.distribute import enable_mixed_precision_if_gpu
+    from hardenkit.distribute import training_policy
 
-        enable_mixed_precision_if_gpu()
+    policy = training_policy(cfg.mixed_precision)
     out.mkdir(parents=True, exist_ok=True)
     bundle0 = load_model(model_path)
     atomic_write_text(out / "config.json", json.dumps({**cfg.to_dict(), "data": data_dir, "model": model_path,
@@ -696,7 +700,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
                 added["adversarial"] = (len(data.train.x) + len(ax)) * (cfg.epochs + cfg.sgd_epochs)
             t1 = time.perf_counter()
             model = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg),
-                             warmup=cfg.eps_warmup if start_from == 0 else 0)
+                             warmup=cfg.eps_warmup if start_from == 0 else 0, policy=policy)
             phases["retrain"] = time.perf_counter() - t1
             save_model(model, rdir / "model.keras", names, prev.sensitive_names)
             bundle = load_model(rdir / "model.keras")

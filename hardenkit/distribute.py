@@ -50,17 +50,52 @@ def get_strategy() -> Any:
     return tf.distribute.get_strategy()
 
 
-def enable_mixed_precision_if_gpu() -> bool:
-    """Turn on ``mixed_float16`` if a GPU is visible; return whether it did.
+def training_policy(mixed_precision: bool) -> str:
+    """The Keras dtype policy to train under: ``"mixed_float16"`` if asked for and a GPU is
+    visible, else ``"float32"`` (CPUs gain little or nothing from either 16-bit type).
+
+    It is applied to the model being trained only (:func:`with_dtype_policy`), never as
+    Keras' global policy: a global one also changes the models tf-keras-vis builds for CAM,
+    whose bfloat16/float16 outputs then fail its float32 score functions.
 
     Example:
-        >>> enable_mixed_precision_if_gpu()  # doctest: +SKIP
-        False
+        >>> training_policy(False)
+        'float32'
     """
-    import keras
     import tensorflow as tf
 
-    if tf.config.list_logical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-        return True
-    return False
+    return "mixed_float16" if mixed_precision and tf.config.list_logical_devices("GPU") else "float32"
+
+
+def with_dtype_policy(model: Any, policy: str) -> Any:
+    """A copy of ``model`` (same weights) whose layers compute under ``policy``.
+
+    A loaded model keeps the dtype policy it was saved with, so setting Keras' global
+    policy (``mixed_float16``) does not make it train in mixed precision: this rebuilds it
+    with ``policy`` on every layer but the output layer(s), which stay ``float32`` for a
+    numerically stable softmax (Keras' mixed-precision guide). Passing ``"float32"`` turns
+    a mixed model back into a plain one, which is how trained models are saved. A model
+    ``keras.models.clone_model`` cannot rebuild (a subclassed one) is returned unchanged.
+
+    Example:
+        >>> from hardenkit.testkit import tiny_model
+        >>> m = with_dtype_policy(tiny_model(), "mixed_bfloat16")
+        >>> m.get_layer("conv").compute_dtype, m.layers[-1].compute_dtype
+        ('bfloat16', 'float32')
+    """
+    import keras
+
+    outputs = {t._keras_history[0].name for t in getattr(model, "outputs", None) or []}
+
+    def rebuild(layer: Any) -> Any:
+        conf = layer.get_config()
+        conf["dtype"] = "float32" if layer.name in outputs else policy
+        return layer.__class__.from_config(conf)
+
+    try:
+        clone = keras.models.clone_model(model, clone_function=rebuild, recursive=True)
+    except (ValueError, TypeError, NotImplementedError):
+        return model
+    clone.set_weights(model.get_weights())
+    clone.dtype_policy = policy  # compile() wraps the optimizer in loss scaling for mixed_float16
+    return clone

@@ -34,3 +34,23 @@ def test_default_strategy_has_one_replica() -> None:
     from hardenkit.distribute import get_strategy
 
     assert get_strategy().num_replicas_in_sync == 1
+
+
+@pytest.mark.parametrize("make", ["tiny_model", "nested_model"])
+def test_with_dtype_policy_rebuilds_a_loaded_model_in_mixed_precision_and_back(make: str) -> None:
+    import numpy as np
+
+    from hardenkit import testkit
+    from hardenkit.distribute import with_dtype_policy
+
+    m = getattr(testkit, make)()
+    mixed = with_dtype_policy(m, "mixed_bfloat16")
+    convs = [layer for layer in mixed._flatten_layers() if "conv" in layer.name]
+    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs)
+    assert mixed.layers[-1].compute_dtype == "float32" and mixed.output.dtype == "float32"  # a stable softmax
+    x = np.random.default_rng(0).random((4, 8, 8, 3), np.float32)
+    p, q = m.predict(x, verbose=0), mixed.predict(x, verbose=0)
+    assert np.abs(p - q).max() < 0.02 and not np.array_equal(p, q)  # same weights, bfloat16 arithmetic
+    back = with_dtype_policy(mixed, "float32")
+    assert all(layer.compute_dtype == "float32" for layer in back._flatten_layers())
+    np.testing.assert_array_equal(back.predict(x, verbose=0), p)

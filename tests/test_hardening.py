@@ -365,3 +365,30 @@ def test_round_line_names_a_restart_from_an_earlier_round() -> None:
     assert _table_line(m).endswith("+3 samples  12s (from round 0)")
     assert _table_line({**m, "start_round": 1}).endswith("12s")  # the round before: nothing to say
     assert _table_line({**m, "round": 0, "start_round": None}).endswith("12s")
+
+
+@pytest.mark.slow
+def test_mixed_precision_trains_the_loaded_model_mixed_and_saves_it_float32(tiny_data: Path, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    import keras
+
+    from hardenkit import distribute
+    from hardening import loop
+
+    real = distribute.with_dtype_policy
+    seen = []
+
+    def spy(model, policy):
+        out = real(model, policy)
+        seen.append((policy, out.get_layer("conv").compute_dtype))
+        return out
+
+    monkeypatch.setattr(distribute, "with_dtype_policy", spy)
+    monkeypatch.setattr(distribute, "training_policy", lambda wanted: "mixed_bfloat16" if wanted else "float32")  # a GPU's float16
+    res = loop.run(_cfg(tiny_data, tmp_path, "mixed", rounds=1, pool=None, weights={"pool": 0}, mixed_precision=True))
+    assert keras.mixed_precision.global_policy().name == "float32"  # CAM and evaluation stay float32
+    assert seen == [("mixed_bfloat16", "bfloat16"), ("float32", "float32")]
+    saved = load_model(Path(res.out) / "round-1" / "model.keras").model
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+    start = load_model(Path(res.out) / "round-0" / "model.keras").model
+    assert any((a != b).any() for a, b in zip(saved.get_weights(), start.get_weights()))  # it trained
