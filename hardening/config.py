@@ -168,6 +168,12 @@ class HardenConfig:
             ``bench_quality`` (seed 0, baseline 0.710 / 0.910 / 0.003 / 0.771; acc / fpr /
             robust / item recall) measured 0.910 / 0.100 / 0.542 / 0.800 at round 5 against
             five's 0.898 / 0.070 / 0.588 / 0.790 (its round 4 read 0.598). Defaults to 5.
+        refine_epochs: Adam epochs of a round that retrains an already hardened model (every
+            round but one that starts from round 0's model: round 1, or a round after a
+            collapse, see :func:`hardening.loop.start_round`), which refines what the round
+            before learnt instead of starting adversarial training; None = ``epochs``. The
+            retraining is about four fifths of a round, so 3 makes rounds 2-5 about a
+            quarter shorter. Defaults to None.
         sgd_epochs: SGD finishing epochs per round at ``sgd_learning_rate``; the best of them
             is kept even if the round's best Adam epoch scored higher on validation. Keeping
             it only when it beats that epoch measured worse on the demo data (round 5 robust
@@ -227,6 +233,7 @@ class HardenConfig:
     pool_top: int = 100
     pool_keep: bool = True
     epochs: int = 5
+    refine_epochs: int | None = None
     sgd_epochs: int = 1
     learning_rate: float = 1e-3
     final_learning_rate: float | None = None
@@ -273,6 +280,7 @@ class HardenConfig:
             "final_learning_rate": (f"0 < final_learning_rate <= learning_rate ({self.learning_rate})",
                                     lambda x: 0 < x <= self.learning_rate),
             "ema_momentum": ("0 < ema_momentum < 1", lambda x: 0 < x < 1),
+            "refine_epochs": ("refine_epochs a whole number >= 1", lambda x: isinstance(x, int) and x >= 1),
         }
         for name, (expect, ok) in optional.items():
             v = getattr(self, name)
@@ -297,6 +305,16 @@ class HardenConfig:
             (10.0, 0.05)
         """
         return float(self.train_eps) if self.train_eps is not None else min(1.0, TRAIN_EPS_FACTOR * self.eps)
+
+    def adam_epochs(self, start_from: int) -> int:
+        """Adam epochs of a round that retrains the model of round ``start_from``: ``epochs``
+        from round 0's (never hardened) model, else ``refine_epochs`` when set.
+
+        Example:
+            >>> HardenConfig(refine_epochs=3).adam_epochs(0), HardenConfig(refine_epochs=3).adam_epochs(2)
+            (5, 3)
+        """
+        return self.epochs if start_from == 0 or self.refine_epochs is None else self.refine_epochs
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict (saved as ``config.json`` in the run folder)."""

@@ -419,7 +419,7 @@ def selection_score(m: dict[str, Any], min_clean: float, fpr_weight: float = 0.0
 
 def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray, extra_w: np.ndarray,
              cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0, warmup: int = 0,
-             policy: str = "float32") -> Any:
+             policy: str = "float32", epochs: int | None = None) -> Any:
     import keras
 
     from hardenkit.distribute import get_strategy, with_dtype_policy
@@ -465,7 +465,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         if adv_w > 0:  # the attacked validation costs a sixth of a round: the same subset as evaluate's
             sub = val_subset(len(vx), cfg.seed)
             vx, vy = vx[sub], vy[sub]
-        fit_arrays(model, x, y, vx, vy, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        fit_arrays(model, x, y, vx, vy, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
                    final_learning_rate=cfg.final_learning_rate, ema_momentum=cfg.ema_momentum,
                    callbacks=[*ramp, *select, tb], description=f"round {r} adam", monitor=monitor)
@@ -696,11 +696,12 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             extra_x.append(kx); extra_y.append(ky); extra_w.append(kw); kept.append(kk)  # noqa: E702
             ax, ay, aw = _training_samples(extra_x, extra_y, extra_w, kept, cfg.replay_max,
                                            np.random.default_rng([cfg.seed, r, 1]))
+            epochs = cfg.adam_epochs(start_from)
             if cfg.weights["adversarial"] > 0:  # made on the fly, one per training image and epoch
-                added["adversarial"] = (len(data.train.x) + len(ax)) * (cfg.epochs + cfg.sgd_epochs)
+                added["adversarial"] = (len(data.train.x) + len(ax)) * (epochs + cfg.sgd_epochs)
             t1 = time.perf_counter()
             model = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg),
-                             warmup=cfg.eps_warmup if start_from == 0 else 0, policy=policy)
+                             warmup=cfg.eps_warmup if start_from == 0 else 0, policy=policy, epochs=epochs)
             phases["retrain"] = time.perf_counter() - t1
             save_model(model, rdir / "model.keras", names, prev.sensitive_names)
             bundle = load_model(rdir / "model.keras")

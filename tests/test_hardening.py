@@ -140,6 +140,8 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"mixed_precision": 1}, r"expected mixed_precision true or false, got 1"),
     ({"eps_warmup": -1}, r"expected eps_warmup >= 0, got -1"),
     ({"eps_warmup": 5}, r"expected eps_warmup < epochs \(5\), got 5"),
+    ({"refine_epochs": 0}, r"expected refine_epochs a whole number >= 1, got 0"),
+    ({"refine_epochs": 2.5}, r"expected refine_epochs a whole number >= 1, got 2.5"),
 ])
 def test_config_validation(kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
@@ -239,11 +241,12 @@ def test_a_round_that_collapsed_is_not_built_on(tiny_data: Path, tmp_path: Path,
     from hardening import loop
 
     real_retrain, real_evaluate = loop._retrain, loop.evaluate
-    starts, warmups = [], []
+    starts, warmups, epochs = [], [], []
 
     def retrain(prev, *a, **k):
         starts.append(Path(prev.path).parent.name)
         warmups.append(k.get("warmup"))
+        epochs.append(k.get("epochs"))
         return real_retrain(prev, *a, **k)
 
     def evaluate(bundle, *a, **k):  # round 1's model measures as collapsed on validation, round 2's as not
@@ -253,9 +256,13 @@ def test_a_round_that_collapsed_is_not_built_on(tiny_data: Path, tmp_path: Path,
     monkeypatch.setattr(loop, "_retrain", retrain)
     monkeypatch.setattr(loop, "evaluate", evaluate)
     res = loop.run(_cfg(tiny_data, tmp_path, "collapse", pool=None, weights={"pool": 0}, rounds=3,
-                        epochs=2, eps_warmup=1))
+                        epochs=2, eps_warmup=1, refine_epochs=1))
     assert starts == ["round-0", "round-0", "round-2"]  # round 2 starts again from round 0, the latest round that did not collapse
     assert warmups == [1, 1, 0]  # the budget ramps up only when retraining round 0's model
+    assert epochs == [2, 2, 1]  # ... and a hardened model is refined for refine_epochs
+    new = [sum(v for k, v in m["samples_added"].items() if k != "adversarial") for m in res.metrics[1:]]
+    images = [48 + sum(new[: i + 1]) for i in range(3)]  # every earlier sample is replayed (under replay_max)
+    assert [m["samples_added"]["adversarial"] for m in res.metrics[1:]] == [images[0] * 3, images[1] * 3, images[2] * 2]
     assert [m["start_round"] for m in res.metrics] == [None, 0, 0, 2]
     assert res.best_round != 1
 
