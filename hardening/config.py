@@ -173,7 +173,7 @@ class HardenConfig:
             collapse, see :func:`hardening.loop.start_round`), which refines what the round
             before learnt instead of starting adversarial training; None = ``epochs``. 3
             trains on a third fewer adversarial images in rounds 2-5 (12,152-12,864 against
-            18,234-19,939 a round on the demo data) but measured worse at round 5 on an AMD
+            18,228-19,062 a round on the demo data) but measured worse at round 5 on an AMD
             EPYC whose demo baseline reads acc 0.888, fpr 0.190, robust 0.005, item recall
             0.890 (acc / fpr / robust / item recall): seed 0 (two threads) 0.842 / 0.270 /
             0.592 / 0.928 against 5 epochs' 0.860 / 0.230 / 0.625 / 0.931; seed 1 (one thread
