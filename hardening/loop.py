@@ -419,7 +419,7 @@ def selection_score(m: dict[str, Any], min_clean: float, fpr_weight: float = 0.0
 
 def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray, extra_w: np.ndarray,
              cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0, warmup: int = 0,
-             policy: str = "float32", epochs: int | None = None) -> Any:
+             policy: str = "float32", *, epochs: int) -> Any:
     import keras
 
     from hardenkit.distribute import get_strategy, with_dtype_policy
@@ -465,7 +465,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         if adv_w > 0:  # the attacked validation costs a sixth of a round: the same subset as evaluate's
             sub = val_subset(len(vx), cfg.seed)
             vx, vy = vx[sub], vy[sub]
-        fit_arrays(model, x, y, vx, vy, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size,
+        fit_arrays(model, x, y, vx, vy, epochs=epochs, batch_size=cfg.batch_size,
                    optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
                    final_learning_rate=cfg.final_learning_rate, ema_momentum=cfg.ema_momentum,
                    callbacks=[*ramp, *select, tb], description=f"round {r} adam", monitor=monitor)
