@@ -201,6 +201,10 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
                   "samples_added", "val_fpr"):
             assert k in m
         assert 0 <= m["accuracy"] <= 1 and 0 <= m["robust_accuracy"] <= 1
+    # the robust-vs-eps curve (eps / 2 too) is measured for the report's first and last round only
+    eps = [f"{e:.4f}" for e in (4 / 255, 8 / 255)]
+    assert [sorted(m["robust_by_eps"]) for m in metrics] == [eps, eps[1:], eps]
+    assert all(m["robust_by_eps"][eps[1]] == m["robust_accuracy"] for m in metrics)
     assert metrics[0]["samples_added"] == {k: 0 for k in metrics[0]["samples_added"]}
     # adversarial examples are made on the fly: one per training image (48 + the kept new samples) per epoch
     kept = sum(v for k, v in metrics[1]["samples_added"].items() if k != "adversarial")
