@@ -313,15 +313,20 @@ class HardenConfig:
         """
         return float(self.train_eps) if self.train_eps is not None else min(1.0, TRAIN_EPS_FACTOR * self.eps)
 
-    def adam_epochs(self, start_from: int) -> int:
-        """Adam epochs of a round that retrains the model of round ``start_from``: ``epochs``
-        from round 0's (never hardened) model, else ``refine_epochs`` when set.
+    def round_schedule(self, start_from: int) -> tuple[int, int]:
+        """(Adam epochs, eps warm-up epochs) of a round that retrains the model of round
+        ``start_from``. From round 0's (never hardened) model a round starts adversarial
+        training: ``epochs``, ramping the attack over ``eps_warmup`` of them. From a hardened
+        model it refines: ``refine_epochs`` when set (else ``epochs``), no warm-up.
 
         Example:
-            >>> HardenConfig(refine_epochs=3).adam_epochs(0), HardenConfig(refine_epochs=3).adam_epochs(2)
-            (5, 3)
+            >>> cfg = HardenConfig(refine_epochs=3, eps_warmup=2)
+            >>> cfg.round_schedule(0), cfg.round_schedule(2)
+            ((5, 2), (3, 0))
         """
-        return self.epochs if start_from == 0 or self.refine_epochs is None else self.refine_epochs
+        if start_from == 0:
+            return self.epochs, self.eps_warmup
+        return (self.epochs if self.refine_epochs is None else self.refine_epochs), 0
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-able dict (saved as ``config.json`` in the run folder)."""

@@ -427,8 +427,8 @@ def selection_score(m: dict[str, Any], min_clean: float, fpr_weight: float = 0.0
 
 
 def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray, extra_w: np.ndarray,
-             cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0, warmup: int = 0,
-             policy: str = "float32", *, epochs: int) -> Any:
+             cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0, policy: str = "float32", *,
+             epochs: int, warmup: int) -> Any:
     import keras
 
     from hardenkit.distribute import get_strategy, with_dtype_policy
@@ -705,12 +705,12 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             extra_x.append(kx); extra_y.append(ky); extra_w.append(kw); kept.append(kk)  # noqa: E702
             ax, ay, aw = _training_samples(extra_x, extra_y, extra_w, kept, cfg.replay_max,
                                            np.random.default_rng([cfg.seed, r, 1]))
-            epochs = cfg.adam_epochs(start_from)
+            epochs, warmup = cfg.round_schedule(start_from)
             if cfg.weights["adversarial"] > 0:  # made on the fly, one per training image and epoch
                 added["adversarial"] = (len(data.train.x) + len(ax)) * (epochs + cfg.sgd_epochs)
             t1 = time.perf_counter()
             model = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg),
-                             warmup=cfg.eps_warmup if start_from == 0 else 0, policy=policy, epochs=epochs)
+                             warmup=warmup, policy=policy, epochs=epochs)
             phases["retrain"] = time.perf_counter() - t1
             save_model(model, rdir / "model.keras", names, prev.sensitive_names)
             bundle = load_model(rdir / "model.keras")
