@@ -43,8 +43,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         ("pointing_game", "", None),
         ("item_recall", "up", (m1["item_recall"] or 0) > (m0["item_recall"] or 0)),
         ("boxed_flagged", "", None),
+        ("alone_flagged", "", None),
     ):
-        rows.append({"name": f"{key}: round 0 -> round {rounds}", "value": f"{m0[key]:.3f} -> {m1[key]:.3f}"
-                     if m0[key] is not None else "n/a", "goal": goal, "met": ok if goal else None})
+        v0, v1 = m0.get(key), m1.get(key)
+        rows.append({"name": f"{key}: round 0 -> round {rounds}", "value": f"{v0:.3f} -> {v1:.3f}"
+                     if v0 is not None and v1 is not None else "n/a", "goal": goal, "met": ok if goal else None})
     rows.append({"name": "demo baseline weights, SHA-256 (first 12 hex digits)", "value": baseline})
     return {"rows": rows, "metrics": res.metrics, "wall_seconds": wall, "baseline_weights_sha256": baseline}

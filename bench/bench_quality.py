@@ -118,6 +118,7 @@ def harden_rows(st: _Stages, metrics: list[dict[str, Any]], eps: float = 8 / 255
         ("pointing_game", None, "pointing game", "", None),
         ("item_recall", None, "item recall", "up", lambda a, b: b > a),
         ("boxed_flagged", None, "sensitive scenes still flagged with every item boxed with noise", "", None),
+        ("alone_flagged", None, "sensitive items flagged alone (the scene's other items boxed with noise)", "", None),
     ]
     for key, sub, label, goal, ok in spec:
         a, b = _pair(m0, m1, key, sub)

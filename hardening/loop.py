@@ -47,7 +47,8 @@ from hardenkit.imageio import atomic_write_text, iter_images, read_image, resize
 from .config import SAMPLE_KINDS, HardenConfig
 from .samples import SampleSet, attention_samples, erasure_samples, item_boxes, noise_fill
 
-METRIC_KEYS = ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall", "boxed_flagged")
+METRIC_KEYS = ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall", "boxed_flagged",
+               "alone_flagged")
 
 
 @dataclass
@@ -176,6 +177,38 @@ def boxed_flagged(bundle: Any, x: np.ndarray, masks: np.ndarray, threshold: floa
     return float((bundle.sensitive_score(boxed) >= threshold).mean())
 
 
+def alone_flagged(bundle: Any, x: np.ndarray, masks: np.ndarray, threshold: float, seed: int = 0) -> float:
+    """Share of sensitive items flagged on their own, in images holding two or more items.
+
+    Each item (connected component of the mask) of such an image is left in view while the
+    bounding boxes of the others are filled with Gaussian noise (:func:`hardening.samples.noise_fill`,
+    as :func:`boxed_flagged` covers them all). This asks the model itself what CAM erasure
+    samples train for, "does it still see the second region?", without going through a map:
+    :func:`cam.metrics.item_recall` can fall while this rises, when a hardened model's map
+    grows peaked on one item (its threshold is relative to the map's maximum). Arguments as
+    :func:`boxed_flagged`'s.
+
+    Returns:
+        Items flagged alone / items in images with two or more (NaN when there are none).
+
+    Example:
+        >>> alone_flagged(bundle, test.x[sens], test.masks[sens], 0.5)  # doctest: +SKIP
+        0.68
+    """
+    import cv2
+
+    rng = np.random.default_rng([seed, 12])
+    views = []
+    for im, gt in zip(x, masks):
+        n, labels = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
+        for k in range(1, n) if n > 2 else ():
+            others = (labels > 0) & (labels != k)
+            views.append(noise_fill(im, item_boxes(gt, others) & (labels != k), rng))
+    if not views:
+        return float("nan")
+    return float((bundle.sensitive_score(np.stack(views)) >= threshold).mean())
+
+
 def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int, curve: bool = True) -> dict[str, Any]:
     """Measure one model the same way every round (test split; threshold set on val).
 
@@ -185,8 +218,8 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int, curve: bool
 
     Returns:
         ``accuracy``, ``fpr``, ``miss_rate``, ``robust_accuracy``, ``robust_by_eps``,
-        ``pointing_game``, ``item_recall``, ``boxed_flagged`` (None without masks, see
-        :func:`boxed_flagged`), ``threshold``,
+        ``pointing_game``, ``item_recall``, ``boxed_flagged``, ``alone_flagged`` (None without
+        masks, see :func:`boxed_flagged` and :func:`alone_flagged`), ``threshold``,
         ``confusion`` ([[tn, fp], [fn, tp]] at the threshold), ``val_score`` (mean of clean
         and PGD accuracy on val), ``val_accuracy``, ``val_fpr`` (on val at the same threshold).
 
@@ -216,7 +249,7 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int, curve: bool
         adv = _pgd(bundle, test.x, test.y, e, cfg.eval_steps, seed)
         by_eps[f"{e:.4f}"] = _accuracy(bundle, adv, test.y)
     robust = by_eps[f"{cfg.eps:.4f}"]
-    pg = ir = bf = None
+    pg = ir = bf = af = None
     if test.masks is not None:
         sel = (yb == 1) & test.masks.any(axis=(1, 2))
         if sel.any():
@@ -224,6 +257,8 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int, curve: bool
             pg = float(pointing_game(maps, test.masks[sel]))
             ir = float(item_recall(maps, test.masks[sel], threshold=cfg.cam_threshold))
             bf = boxed_flagged(bundle, test.x[sel], test.masks[sel], thr, seed)
+            af = alone_flagged(bundle, test.x[sel], test.masks[sel], thr, seed)
+            af = None if np.isnan(af) else af
     sub = val_subset(len(val.x), cfg.seed)
     val_adv = _pgd(bundle, val.x[sub], val.y[sub], cfg.eps, cfg.eval_steps, seed)
     val_acc = _accuracy(bundle, val.x, val.y)
@@ -236,6 +271,7 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int, curve: bool
         "pointing_game": pg,
         "item_recall": ir,
         "boxed_flagged": bf,
+        "alone_flagged": af,
         "threshold": thr,
         "robust_by_eps": by_eps,
         "confusion": [[tn, fp], [fn, tp]],
@@ -582,6 +618,7 @@ def _table_line(m: dict[str, Any]) -> str:
     return (f"round {m['round']}: acc {f(m['accuracy'])}  fpr {f(m['fpr'])}  miss {f(m['miss_rate'])}  "
             f"robust {f(m['robust_accuracy'])}  pointing {f(m['pointing_game'])}  "
             f"item_recall {f(m['item_recall'])}  boxed {f(m.get('boxed_flagged'))}  "
+            f"alone {f(m.get('alone_flagged'))}  "
             f"+{added} samples  {m['seconds']:.0f}s{restart}")
 
 

@@ -22,6 +22,7 @@ PALETTE: dict[str, str] = {
     "item_recall": "#009E73",
     "pointing_game": "#56B4E9",
     "boxed_flagged": "#332288",
+    "alone_flagged": "#882255",
     # kinds of added samples
     "cam_erasure": "#0072B2",
     "attention": "#009E73",
@@ -48,7 +49,8 @@ PALETTE: dict[str, str] = {
 
 #: One marker per metric too, so coinciding points (e.g. equal accuracies) stay distinguishable.
 MARKERS: dict[str, str] = {"accuracy": "o", "robust_accuracy": "s", "item_recall": "^", "pointing_game": "D",
-                           "fpr": "v", "miss_rate": "P", "boxed_flagged": "X"}
+                           "fpr": "v", "miss_rate": "P", "boxed_flagged": "X",
+                           "alone_flagged": "*"}
 
 _FALLBACK = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#882255", "#AA4499")
 
@@ -57,6 +59,7 @@ LABELS: dict[str, str] = {
     "accuracy": "accuracy", "robust_accuracy": "robust accuracy", "fpr": "false-positive rate",
     "miss_rate": "miss rate", "item_recall": "item recall", "pointing_game": "pointing game",
     "boxed_flagged": "flagged with every item boxed",
+    "alone_flagged": "items flagged alone",
     "cam_erasure": "CAM erasure", "attention": "wrong attention", "adversarial": "adversarial (PGD)",
     "jacobian": "Jacobian / boundary", "pool": "pool mining",
 }

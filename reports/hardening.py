@@ -3,7 +3,8 @@
 Reads only what ``harden run`` saved; no model is loaded or run:
 
 * ``RUN_DIR/metrics.json``: a list, one object per round (round 0 = baseline) with
-  ``round, accuracy, fpr, miss_rate, robust_accuracy, pointing_game, item_recall, threshold,
+  ``round, accuracy, fpr, miss_rate, robust_accuracy, pointing_game, item_recall, boxed_flagged,
+  alone_flagged, threshold,
   samples_added{kind: n}, robust_by_eps{"eps": acc}, confusion [[tn, fp], [fn, tp]], seconds``,
   and ``start_round`` (the round it retrained from, shown when not the one before).
 * ``RUN_DIR/round-K/drift/*.png``: CAM overlays of the same test images every round.
@@ -25,14 +26,17 @@ from ._images import Embedder
 from ._load import existing_dir, opt_float, read_csv, read_json
 from ._plot import LABELS, MARKERS, colour, figure, plot_tag
 
-#: Metrics drawn across rounds, in legend order.
-ROUND_METRICS = ("accuracy", "robust_accuracy", "item_recall", "pointing_game", "fpr", "miss_rate", "boxed_flagged")
+#: Metrics drawn across rounds, in legend order: higher is better, then lower is better.
+QUALITY_METRICS = ("accuracy", "robust_accuracy", "item_recall", "pointing_game", "alone_flagged")
+ERROR_METRICS = ("fpr", "miss_rate", "boxed_flagged")
+ROUND_METRICS = QUALITY_METRICS + ERROR_METRICS
 #: Kinds of samples a round adds, in stacking order (unknown kinds are appended).
 SAMPLE_KINDS = ("cam_erasure", "attention", "adversarial", "jacobian", "pool")
 TOP_LOSS_COLUMNS = ("file", "true_label", "score", "loss", "overlay")
 
 _TABLE_COLUMNS = (("accuracy", "acc"), ("fpr", "fpr"), ("miss_rate", "miss"), ("robust_accuracy", "robust"),
-                  ("pointing_game", "pointing"), ("item_recall", "item rec"), ("boxed_flagged", "boxed"))
+                  ("pointing_game", "pointing"), ("item_recall", "item rec"), ("boxed_flagged", "boxed"),
+                  ("alone_flagged", "alone"))
 
 
 def load_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -82,10 +86,10 @@ def format_rounds_table(metrics: Sequence[dict[str, Any]]) -> str:
         >>> print(format_rounds_table([{"round": 0, "accuracy": 0.9, "fpr": 0.1, "miss_rate": 0.05,
         ...     "robust_accuracy": 0.4, "pointing_game": None, "item_recall": None,
         ...     "samples_added": {"pool": 0}, "seconds": 3.2}]))
-        round     acc     fpr    miss  robust pointing item rec   boxed  added  seconds
-            0   90.0%   10.0%    5.0%   40.0%        -        -       -      0        3
+        round     acc     fpr    miss  robust pointing item rec   boxed   alone  added  seconds
+            0   90.0%   10.0%    5.0%   40.0%        -        -       -       -      0        3
     """
-    widths = [5] + [7, 7, 7, 7, 8, 8, 7] + [6, 8]
+    widths = [5] + [7, 7, 7, 7, 8, 8, 7, 7] + [6, 8]
     head = ["round"] + [label for _, label in _TABLE_COLUMNS] + ["added", "seconds"]
     lines = [" ".join(f"{c:>{w}}" for c, w in zip(head, widths))]
     for m in metrics:
@@ -137,8 +141,8 @@ def _metrics_table(metrics: list[dict[str, Any]]) -> str:
 
 def _rounds_plot(metrics: list[dict[str, Any]]) -> str:
     rounds = [m["round"] for m in metrics]
-    panels = (("Quality per round (higher is better)", ROUND_METRICS[:4]),
-              ("Errors per round (lower is better)", ROUND_METRICS[4:]))
+    panels = (("Quality per round (higher is better)", QUALITY_METRICS),
+              ("Errors per round (lower is better)", ERROR_METRICS))
     absent = [LABELS[k] for k in ROUND_METRICS if all(_metric(m, k) is None for m in metrics)]
     with figure(ncols=2) as (fig, axes):
         for ax, (title, keys) in zip(axes, panels):
@@ -152,7 +156,7 @@ def _rounds_plot(metrics: list[dict[str, Any]]) -> str:
             ax.set_xlabel("round (0 = baseline)")
             ax.set_ylabel("percent of test images (%)")
             ax.set_xticks(rounds)
-            if keys == ROUND_METRICS[4:]:  # error rates are small: zoom in, but keep 0 in view
+            if keys == ERROR_METRICS:  # error rates are small: zoom in, but keep 0 in view
                 top = max([100 * y for k in keys for m in metrics if (y := _metric(m, k)) is not None] + [5.0])
                 ax.set_ylim(0, min(102, 1.15 * top))
             else:
@@ -161,7 +165,7 @@ def _rounds_plot(metrics: list[dict[str, Any]]) -> str:
                 ax.legend(loc="best", fontsize="small")
         tag = plot_tag(fig, "metrics across rounds")
     extra = h.note(f"Not measured in this run: {', '.join(absent)} "
-                   "(item recall, pointing game and the boxed-items check need ground-truth masks).") if absent else ""
+                   "(item recall, pointing game and the boxed and alone item checks need ground-truth masks).") if absent else ""
     return tag + extra
 
 

@@ -106,6 +106,24 @@ def test_boxed_flagged_counts_images_flagged_with_every_item_covered() -> None:
     assert np.isnan(boxed_flagged(Stub(), x[:0], masks[:0], threshold=1.0))
 
 
+def test_alone_flagged_asks_about_each_item_with_the_others_boxed() -> None:
+    from hardening.loop import alone_flagged
+
+    class Stub:  # flags an image by its item-coloured (exactly 0.9) pixels: needs two items' worth
+        def sensitive_score(self, x: np.ndarray) -> np.ndarray:
+            return (x == np.float32(0.9)).mean(axis=(1, 2, 3)) * 100
+
+    x = np.full((3, 16, 16, 3), 0.2, np.float32)
+    masks = np.zeros((3, 16, 16), bool)
+    masks[:, 1:3, 1:3] = masks[:, 10:14, 10:14] = True  # two items: 4 and 16 pixels
+    x[masks] = 0.9
+    masks[2, 10:14, 10:14] = False  # image 2 holds one item: not asked about
+    # 16 pixels of 256 score 6.25, 4 score 1.56: at 3 only the big item is flagged alone
+    assert alone_flagged(Stub(), x, masks, threshold=3.0) == 0.5
+    assert alone_flagged(Stub(), x, masks, threshold=1.0) == 1.0
+    assert np.isnan(alone_flagged(Stub(), x[2:], masks[2:], threshold=1.0))
+
+
 def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     rng = np.random.default_rng(0)
     x = np.full((2, 16, 16, 3), 0.2, np.float32)
@@ -198,7 +216,7 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
     assert [m["round"] for m in metrics] == [0, 1, 2]
     for m in metrics:
         for k in ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall", "boxed_flagged",
-                  "samples_added", "val_fpr"):
+                  "alone_flagged", "samples_added", "val_fpr"):
             assert k in m
         assert 0 <= m["accuracy"] <= 1 and 0 <= m["robust_accuracy"] <= 1
     # the robust-vs-eps curve (eps / 2 too) is measured for the report's first and last round only

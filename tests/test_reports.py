@@ -28,7 +28,8 @@ def _png(path: Path, seed: int, size: int = 12) -> None:
 def _round(r: int, item_recall: float | None = 0.5) -> dict:
     return {"round": r, "accuracy": 0.80 + 0.05 * r, "fpr": 0.20 - 0.05 * r, "miss_rate": 0.15 - 0.03 * r,
             "robust_accuracy": 0.30 + 0.1 * r, "pointing_game": None if item_recall is None else 0.6,
-            "item_recall": item_recall, "boxed_flagged": None if item_recall is None else 0.1, "threshold": 0.5,
+            "item_recall": item_recall, "boxed_flagged": None if item_recall is None else 0.1,
+            "alone_flagged": None if item_recall is None else 0.7, "threshold": 0.5,
             "samples_added": {k: (0 if r == 0 else 3 * r + i) for i, k in enumerate(KINDS)},
             "robust_by_eps": {"0.0157": 0.5 + 0.05 * r, "0.0314": 0.3 + 0.1 * r, "0.0627": 0.1 + 0.1 * r},
             "confusion": [[40 + r, 10 - r], [6 - r, 44 + r]], "seconds": 12.5, "val_score": 0.8}
@@ -110,8 +111,8 @@ def test_hardening_report_degrades_gracefully(tmp_path: Path) -> None:
     (run / "metrics.json").write_text(json.dumps([m]))  # json writes NaN; the report shows "-"
     text = render_hardening(run).read_text()
     assert _body_rows(text, "metrics-table") == 1
-    assert ("Not measured in this run: robust accuracy, item recall, pointing game, flagged with every item boxed ("
-            in text)
+    assert ("Not measured in this run: robust accuracy, item recall, pointing game, items flagged alone, "
+            "flagged with every item boxed (" in text)
     assert "No CAM drift images were saved" in text
     assert "No top-loss gallery saved" in text
     assert "No confusion matrix recorded" in text
