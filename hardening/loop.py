@@ -178,18 +178,19 @@ def boxed_flagged(bundle: Any, x: np.ndarray, masks: np.ndarray, threshold: floa
 
 
 def alone_flagged(bundle: Any, x: np.ndarray, masks: np.ndarray, threshold: float, seed: int = 0) -> float:
-    """Share of sensitive items flagged on their own, in images holding two or more items.
+    """Share of sensitive items the model sees on their own, in images holding two or more items.
 
     Each item (connected component of the mask) of such an image is left in view while the
-    bounding boxes of the others are filled with Gaussian noise (:func:`hardening.samples.noise_fill`,
-    as :func:`boxed_flagged` covers them all). This asks the model itself what CAM erasure
-    samples train for, "does it still see the second region?", without going through a map:
-    :func:`cam.metrics.item_recall` can fall while this rises, when a hardened model's map
-    grows peaked on one item (its threshold is relative to the map's maximum). Arguments as
-    :func:`boxed_flagged`'s.
+    bounding boxes of the others are filled with Gaussian noise (:func:`hardening.samples.noise_fill`);
+    the item counts as seen if that view is flagged and the same image with every item boxed
+    (:func:`boxed_flagged`'s view) is not: the item, not the noise, made the difference. This
+    asks the model itself what CAM erasure samples train for, "does it still see the second
+    region?", without going through a map: :func:`cam.metrics.item_recall` can fall while this
+    rises, when a hardened model's map grows peaked on one item (its threshold is relative to
+    the map's maximum). Arguments as :func:`boxed_flagged`'s.
 
     Returns:
-        Items flagged alone / items in images with two or more (NaN when there are none).
+        Items seen alone / items in images with two or more (NaN when there are none).
 
     Example:
         >>> alone_flagged(bundle, test.x[sens], test.masks[sens], 0.5)  # doctest: +SKIP
@@ -198,15 +199,20 @@ def alone_flagged(bundle: Any, x: np.ndarray, masks: np.ndarray, threshold: floa
     import cv2
 
     rng = np.random.default_rng([seed, 12])
-    views = []
+    views, boxed, owner = [], [], []
     for im, gt in zip(x, masks):
         n, labels = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
-        for k in range(1, n) if n > 2 else ():
+        if n < 3:
+            continue
+        for k in range(1, n):
             others = (labels > 0) & (labels != k)
             views.append(noise_fill(im, item_boxes(gt, others) & (labels != k), rng))
+            owner.append(len(boxed))
+        boxed.append(noise_fill(im, item_boxes(gt, gt), rng))
     if not views:
         return float("nan")
-    return float((bundle.sensitive_score(np.stack(views)) >= threshold).mean())
+    flagged = bundle.sensitive_score(np.stack(views + boxed)) >= threshold
+    return float((flagged[: len(views)] & ~flagged[len(views):][owner]).mean())
 
 
 def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int, curve: bool = True) -> dict[str, Any]:

@@ -122,6 +122,8 @@ def test_alone_flagged_asks_about_each_item_with_the_others_boxed() -> None:
     assert alone_flagged(Stub(), x, masks, threshold=3.0) == 0.5
     assert alone_flagged(Stub(), x, masks, threshold=1.0) == 1.0
     assert np.isnan(alone_flagged(Stub(), x[2:], masks[2:], threshold=1.0))
+    x[1, 5:9, 5:9] = 0.9  # image 1: unmasked content stays in view even with every item boxed, so
+    assert alone_flagged(Stub(), x, masks, threshold=1.0) == 0.5  # its items made no difference
 
 
 def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
