@@ -199,7 +199,9 @@ def alone_flagged(bundle: Any, x: np.ndarray, masks: np.ndarray, threshold: floa
     import cv2
 
     rng = np.random.default_rng([seed, 12])
-    views, boxed, owner = [], [], []
+    views: list[np.ndarray] = []
+    boxed: list[np.ndarray] = []
+    owner: list[int] = []
     for im, gt in zip(x, masks):
         n, labels = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
         if n < 3:
