@@ -165,7 +165,8 @@ def _rounds_plot(metrics: list[dict[str, Any]]) -> str:
                 ax.legend(loc="best", fontsize="small")
         tag = plot_tag(fig, "metrics across rounds")
     extra = h.note(f"Not measured in this run: {', '.join(absent)} "
-                   "(item recall, pointing game and the boxed and alone item checks need ground-truth masks).") if absent else ""
+                   "(item recall, pointing game and the boxed and alone item checks need ground-truth masks; "
+                   "the alone check, images holding two or more items).") if absent else ""
     return tag + extra
 
 
