@@ -143,6 +143,12 @@ class HardenConfig:
             carry a good part of the robustness on the demo data: without them (``jacobian =
             0``, seed 0) round 5 PGD accuracy was 0.517 instead of 0.595 (accuracy 0.888, fpr
             0.140); with twice as many seeds (``jacobian_seeds = 600``) 0.592, at fpr 0.265.
+            ``cam_erasure = 2`` measured worse on the demo data (AMD EPYC baseline acc 0.888,
+            fpr 0.190; round 5, seed 1, one thread each; acc / fpr / robust / item recall):
+            0.838 / 0.345 / 0.608 / 0.947 against 0.882 / 0.175 / 0.637 / 0.937 (seed 0:
+            0.882 / 0.240 / 0.613 / 0.931); on the scenes of ``bench_quality`` (seed 0) round 5
+            read 0.897 / 0.175 / 0.583 / 0.759 against 0.905 / 0.180 / 0.560 / 0.756, but
+            with the higher fpr and lower robust accuracy in rounds 1-4.
         max_per_kind: Cap on new samples of each kind per round (and on the images explained
             for them: CAM is the costly part of a round). Defaults to 500.
         jacobian_seeds: Seed images for Jacobian boundary samples per round. Defaults to 300.
