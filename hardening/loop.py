@@ -614,22 +614,6 @@ def _render_report(out: Path) -> None:
     render_hardening(out)
 
 
-def _table_line(m: dict[str, Any]) -> str:
-    def f(v: Any) -> str:
-        return "   -  " if v is None else f"{100 * v:5.1f}%"
-
-    from reports.hardening import restarted_from
-
-    added = sum(m.get("samples_added", {}).values())
-    src = restarted_from(m)
-    restart = "" if src is None else f" (from round {src})"
-    return (f"round {m['round']}: acc {f(m['accuracy'])}  fpr {f(m['fpr'])}  miss {f(m['miss_rate'])}  "
-            f"robust {f(m['robust_accuracy'])}  pointing {f(m['pointing_game'])}  "
-            f"item_recall {f(m['item_recall'])}  boxed {f(m.get('boxed_flagged'))}  "
-            f"alone {f(m.get('alone_flagged'))}  "
-            f"+{added} samples  {m['seconds']:.0f}s{restart}")
-
-
 def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
     """Run (or resume) the hardening loop described by ``cfg``.
 
@@ -652,6 +636,7 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
     from hardenkit.paths import ensure_demo_data, ensure_demo_model
     from hardenkit.progress import progress_bar
     from hardenkit.testkit import seed_everything
+    from reports.hardening import format_round_line
 
     try:
         import tensorflow as tf
@@ -780,5 +765,5 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
                 tmp.replace(out / f"best{suffix}")
         _render_report(out)
         (rdir / "DONE").write_text("ok\n")
-        print(_table_line(m), flush=True)
+        print(format_round_line(m), flush=True)
     return RunResult(out, metrics, int(_best(metrics, cfg)["round"]), bad)

@@ -100,6 +100,21 @@ def format_rounds_table(metrics: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+
+def format_round_line(m: dict[str, Any]) -> str:
+    """The one-line summary ``harden run`` prints as each round ends (the table's columns).
+
+    Example:
+        >>> format_round_line({"round": 2, "accuracy": 0.9, "fpr": 0.1, "samples_added": {"pool": 3},
+        ...                    "seconds": 12.0, "start_round": 0})
+        'round 2: acc 90.0%  fpr 10.0%  miss -  robust -  pointing -  item rec -  boxed -  alone -  +3 samples  12s (from round 0)'
+    """
+    src = restarted_from(m)
+    secs = _metric(m, "seconds")
+    cells = "  ".join(f"{label} {h.pct(_metric(m, k))}" for k, label in _TABLE_COLUMNS)
+    return (f"round {m.get('round', '?')}: {cells}  +{sum(_added(m).values())} samples  "
+            f"{'-' if secs is None else f'{secs:.0f}'}s" + ("" if src is None else f" (from round {src})"))
+
 # ---- sections -------------------------------------------------------------------------------
 
 def _added_cell(added: dict[str, int]) -> str:

@@ -389,13 +389,14 @@ def test_val_subset_is_seeded_and_spans_a_class_sorted_split() -> None:
 
 
 def test_round_line_names_a_restart_from_an_earlier_round() -> None:
-    from hardening.loop import _table_line
+    from reports.hardening import format_round_line
 
     m = {"round": 2, "accuracy": 0.9, "fpr": 0.1, "miss_rate": 0.05, "robust_accuracy": 0.5, "pointing_game": None,
          "item_recall": None, "samples_added": {"jacobian": 3}, "seconds": 12.0, "start_round": 0}
-    assert _table_line(m).endswith("+3 samples  12s (from round 0)")
-    assert _table_line({**m, "start_round": 1}).endswith("12s")  # the round before: nothing to say
-    assert _table_line({**m, "round": 0, "start_round": None}).endswith("12s")
+    assert format_round_line(m).endswith("+3 samples  12s (from round 0)")
+    assert format_round_line({**m, "start_round": 1}).endswith("12s")  # the round before: nothing to say
+    assert format_round_line({**m, "round": 0, "start_round": None}).endswith("12s")
+    assert "acc 90.0%  fpr 10.0%  miss 5.0%  robust 50.0%  pointing -" in format_round_line(m)
 
 
 @pytest.mark.slow
