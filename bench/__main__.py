@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-MODULES = ("bench_help", "bench_cam", "bench_pgd", "bench_mosaic", "bench_harden", "bench_quality", "bench_memory")
+MODULES = ("bench_help", "bench_cpu", "bench_cam", "bench_pgd", "bench_mosaic", "bench_harden", "bench_quality", "bench_memory")
 
 
 def _cpu_model() -> str:

@@ -26,6 +26,26 @@ def test_cli_modules_do_not_import_tensorflow(module: str) -> None:
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("module", ["hardening.cli", "cam.cli", "mosaic.cli"])
+@pytest.mark.parametrize("given, expected", [
+    ({}, "1 1"),  # oneDNN on, one inter-op thread
+    ({"TF_ENABLE_ONEDNN_OPTS": "0", "TF_NUM_INTEROP_THREADS": "4"}, "0 4"),  # the user's own kept
+    ({"HARDENKIT_LOGICAL_CPUS": "2"}, "1 -"),  # replicas: TensorFlow's inter-op threads
+])
+def test_commands_set_tensorflow_cpu_defaults_before_it_starts(module: str, given: dict[str, str],
+                                                               expected: str) -> None:
+    code = (f"import os, sys, {module}; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS', '-'), "
+            "os.environ.get('TF_NUM_INTEROP_THREADS', '-'), 'tensorflow' in sys.modules)")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_THREADS", "HARDENKIT_LOGICAL_CPUS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**env, **given})
+    assert out.returncode == 0, out.stderr
+    if os.path.exists("/dev/nvidia0") and not given:
+        expected = "1 -"
+    assert out.stdout.split() == [*expected.split(), "False"]
+
+
 @pytest.mark.parametrize("tool", ["harden", "cam", "mosaic"])
 def test_installed_console_scripts_answer_help(tool: str) -> None:
     exe = Path(sys.executable).parent / tool
