@@ -29,7 +29,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         res = run_loop(HardenConfig(rounds=rounds, out=str(tmp / "run")))
         wall = time.perf_counter() - t
         # The demo baseline differs from machine to machine; the run records its weights' hash.
-        baseline = json.loads((tmp / "run" / "config.json").read_text())["model_weights_sha256"]
+        saved = json.loads((tmp / "run" / "config.json").read_text())
+        baseline, policy = saved["model_weights_sha256"], saved["training_policy"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     m0, m1 = res.metrics[0], res.metrics[-1]
@@ -49,4 +50,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         rows.append({"name": f"{key}: round 0 -> round {rounds}", "value": f"{v0:.3f} -> {v1:.3f}"
                      if v0 is not None and v1 is not None else "n/a", "goal": goal, "met": ok if goal else None})
     rows.append({"name": "demo baseline weights, SHA-256 (first 12 hex digits)", "value": baseline})
-    return {"rows": rows, "metrics": res.metrics, "wall_seconds": wall, "baseline_weights_sha256": baseline}
+    rows.append({"name": "retraining precision (harden run's default on this CPU)", "value": policy})
+    return {"rows": rows, "metrics": res.metrics, "wall_seconds": wall, "baseline_weights_sha256": baseline,
+            "training_policy": policy}

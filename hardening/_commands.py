@@ -24,7 +24,10 @@ from hardenkit.cli import handle_errors, parse_fraction, print_json
                    "Without --data: the demo data's own pool and pool-labels.csv.")
 @click.option("--pool-labels", type=click.Path(dir_okay=False), default=None, help="CSV file,label for pool images.")
 @click.option("--seed", type=int, default=None, help="Seeds every random choice. [default: 0]")
-@click.option("--mixed-precision", is_flag=True, default=None, help="Train in mixed float16 when a GPU is visible (ignored on CPU); saved models stay float32.")
+@click.option("--mixed-precision/--no-mixed-precision", default=None,
+              help="Mixed precision: float16 on a GPU, bfloat16 on a CPU with bfloat16 units (Intel AMX, "
+                   "AVX512-BF16). Without either flag: bfloat16 on such a CPU only. --no-mixed-precision: "
+                   "float32 throughout. Saved models are float32 either way.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json at the end.")
 @handle_errors
 def run(rounds: int | None, data: str | None, model: str | None, out: str | None, config_path: str | None,

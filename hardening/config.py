@@ -208,10 +208,16 @@ class HardenConfig:
         batch_size: Defaults to 32 (twice the updates of 64 per epoch at the same cost).
         drift_images: Test images shown in the CAM-drift gallery. Defaults to 12.
         seed: Seeds every random choice. Defaults to 0.
-        mixed_precision: Train in ``mixed_float16`` when a GPU is visible (no effect on a
-            CPU): each round's model is rebuilt with that policy for its training and saved
-            back in float32, so CAM, evaluation and the saved models stay float32 (see
-            :func:`hardenkit.distribute.with_dtype_policy`). Defaults to False.
+        mixed_precision: ``"auto"`` (the default) trains in ``mixed_bfloat16`` on a CPU that
+            computes bfloat16 in hardware (Intel AMX or AVX512-BF16) and in float32 elsewhere;
+            ``true`` adds ``mixed_float16`` on a GPU; ``false`` is float32 everywhere (see
+            :func:`hardenkit.distribute.training_policy`). Each round's model is rebuilt with
+            that policy for its training and saved back in float32, so CAM, evaluation and the
+            saved models stay float32 (:func:`hardenkit.distribute.with_dtype_policy`). On the
+            demo data on an AMX CPU (seed 0, two threads), bfloat16 took the 5 rounds from
+            10.0 to 6.6 min: round 5 acc 0.880 / fpr 0.190 / robust 0.600 / item recall 0.912
+            against float32's 0.882 / 0.225 / 0.605 / 0.897 (round 0: 0.878 / 0.255 / 0.015 /
+            0.897).
     """
 
     rounds: int = 5
@@ -255,7 +261,7 @@ class HardenConfig:
     batch_size: int = 32
     drift_images: int = 12
     seed: int = 0
-    mixed_precision: bool = False
+    mixed_precision: bool | str = "auto"
 
     def __post_init__(self) -> None:
         ints = {"rounds": 1, "pgd_steps": 1, "eps_warmup": 0, "eval_steps": 1, "max_per_kind": 0, "jacobian_seeds": 0,
@@ -271,9 +277,10 @@ class HardenConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
                 raise ConfigError(f"expected 0.0 <= {name} <= 1.0, got {v!r}")
-        for name in ("pool_keep", "mixed_precision"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"expected {name} true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.pool_keep, bool):
+            raise ConfigError(f"expected pool_keep true or false, got {self.pool_keep!r}")
+        if not isinstance(self.mixed_precision, bool) and self.mixed_precision != "auto":
+            raise ConfigError(f"expected mixed_precision true, false or \"auto\", got {self.mixed_precision!r}")
         if self.erasure_cover not in ERASURE_COVERS:
             raise ConfigError(f"expected erasure_cover one of {', '.join(map(repr, ERASURE_COVERS))}, "
                               f"got {self.erasure_cover!r}")

@@ -664,7 +664,11 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
     out.mkdir(parents=True, exist_ok=True)
     bundle0 = load_model(model_path)
     atomic_write_text(out / "config.json", json.dumps({**cfg.to_dict(), "data": data_dir, "model": model_path,
-                                                       "model_weights_sha256": bundle0.fingerprint()}, indent=2))
+                                                       "model_weights_sha256": bundle0.fingerprint(),
+                                                       "training_policy": policy}, indent=2))
+    if policy != "float32":
+        _log(f"note: retraining in {policy} (mixed_precision = {cfg.mixed_precision!r}; "
+             "--no-mixed-precision for float32)")
     names = bundle0.class_names
     size = bundle0.image_size
     bad: list[str] = []

@@ -50,9 +50,44 @@ def get_strategy() -> Any:
     return tf.distribute.get_strategy()
 
 
-def training_policy(mixed_precision: bool) -> str:
-    """The Keras dtype policy to train under: ``"mixed_float16"`` if asked for and a GPU is
-    visible, else ``"float32"`` (CPUs gain little or nothing from either 16-bit type).
+#: /proc/cpuinfo flags of x86 CPUs that compute bfloat16 in hardware (Intel AMX, AVX512-BF16).
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bfloat16 in hardware: one of :data:`BF16_CPU_FLAGS` among
+    the ``flags`` of ``/proc/cpuinfo`` (or of the text given). False where that file does
+    not exist (macOS, Windows) or cannot be read.
+
+    Example:
+        >>> cpu_has_bf16("processor : 0\\nflags : fpu avx2 avx512f amx_bf16 amx_tile\\n")
+        True
+        >>> cpu_has_bf16("processor : 0\\nflags : fpu avx2 fma\\n")
+        False
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return any(flag in value.split() for flag in BF16_CPU_FLAGS)
+    return False
+
+
+def training_policy(mixed_precision: bool | str = "auto") -> str:
+    """The Keras dtype policy to train under.
+
+    - ``"auto"`` (the default): ``"mixed_bfloat16"`` on a CPU that computes bfloat16 in
+      hardware (:func:`cpu_has_bf16`) when no GPU is visible, else ``"float32"``. On an
+      AMX CPU an adversarial training step of the demo CNN took 0.69x the time of float32
+      (``bench/bench_cpu.py``); CPUs without bfloat16 units only emulate it, slower than
+      float32, so they stay float32.
+    - ``True``: ``"mixed_float16"`` on a GPU, else what ``"auto"`` picks.
+    - ``False``: ``"float32"`` everywhere.
 
     It is applied to the model being trained only (:func:`with_dtype_policy`), never as
     Keras' global policy: a global one also changes the models tf-keras-vis builds for CAM,
@@ -62,9 +97,13 @@ def training_policy(mixed_precision: bool) -> str:
         >>> training_policy(False)
         'float32'
     """
+    if mixed_precision is False:
+        return "float32"
     import tensorflow as tf
 
-    return "mixed_float16" if mixed_precision and tf.config.list_logical_devices("GPU") else "float32"
+    if tf.config.list_logical_devices("GPU"):
+        return "mixed_float16" if mixed_precision is True else "float32"
+    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
 
 
 def with_dtype_policy(model: Any, policy: str) -> Any:

@@ -92,3 +92,20 @@ def test_native_stderr_filter_stays_off_once_tensorflow_is_imported() -> None:
     code = "import tensorflow, hardenkit.nativelog as n; print(n.filter_native_stderr())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("flags, expected", [([], "auto"), (["--mixed-precision"], True),
+                                             (["--no-mixed-precision"], False)])
+def test_harden_run_mixed_precision_flags(flags: list[str], expected, tmp_path: Path, monkeypatch) -> None:
+    from hardening import loop
+
+    seen = []
+
+    def fake_run(cfg, resume=False):
+        seen.append(cfg.mixed_precision)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(loop, "run", fake_run)
+    res = _runner().invoke(harden, ["run", "--out", str(tmp_path / "run"), *flags])
+    assert res.exit_code == 0, res.output
+    assert seen == [expected]

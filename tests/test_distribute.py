@@ -54,3 +54,37 @@ def test_with_dtype_policy_rebuilds_a_loaded_model_in_mixed_precision_and_back(m
     back = with_dtype_policy(mixed, "float32")
     assert all(layer.compute_dtype == "float32" for layer in back._flatten_layers())
     np.testing.assert_array_equal(back.predict(x, verbose=0), p)
+
+
+@pytest.mark.parametrize("text, has", [
+    ("processor : 0\nflags : fpu sse avx2 avx512f amx_bf16 amx_tile\n", True),
+    ("processor : 0\nflags\t\t: fpu avx2 avx512_bf16\n", True),
+    ("processor : 0\nflags : fpu sse avx2 fma avx512f\n", False),  # AVX-512 alone has no bfloat16 units
+    ("processor : 0\nFeatures : fp asimd bf16\n", False),  # not an x86 flags line
+    ("", False),
+])
+def test_cpu_has_bf16_reads_the_flags_line(text: str, has: bool) -> None:
+    from hardenkit.distribute import cpu_has_bf16
+
+    assert cpu_has_bf16(text) is has
+
+
+@pytest.mark.parametrize("wanted, gpu, bf16, policy", [
+    ("auto", False, True, "mixed_bfloat16"),
+    ("auto", False, False, "float32"),
+    ("auto", True, True, "float32"),  # float16 on a GPU only when asked for
+    (True, True, False, "mixed_float16"),
+    (True, False, True, "mixed_bfloat16"),
+    (True, False, False, "float32"),  # emulated bfloat16 is slower than float32
+    (False, False, True, "float32"),
+    (False, True, True, "float32"),
+])
+def test_training_policy_by_device(monkeypatch, wanted, gpu: bool, bf16: bool, policy: str) -> None:
+    import tensorflow as tf
+
+    from hardenkit import distribute
+
+    monkeypatch.setattr(distribute, "cpu_has_bf16", lambda cpuinfo=None: bf16)
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: ["/device:GPU:0"] if gpu and kind == "GPU" else [])
+    assert distribute.training_policy(wanted) == policy

@@ -157,7 +157,8 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"final_learning_rate": 0}, r"expected 0 < final_learning_rate <= learning_rate"),
     ({"ema_momentum": 1.0}, r"expected 0 < ema_momentum < 1, got 1.0"),
     ({"pool_keep": "yes"}, r"expected pool_keep true or false, got 'yes'"),
-    ({"mixed_precision": 1}, r"expected mixed_precision true or false, got 1"),
+    ({"mixed_precision": 1}, r"expected mixed_precision true, false or \"auto\", got 1"),
+    ({"mixed_precision": "bf16"}, r"expected mixed_precision true, false or \"auto\", got 'bf16'"),
     ({"eps_warmup": -1}, r"expected eps_warmup >= 0, got -1"),
     ({"eps_warmup": 5}, r"expected eps_warmup < epochs \(5\), got 5"),
     ({"refine_epochs": 0}, r"expected refine_epochs a whole number >= 1, got 0"),
@@ -236,6 +237,9 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
     assert (out / "best.keras").read_bytes() == (out / f"round-{best}" / "model.keras").read_bytes()
     saved = json.loads((out / "config.json").read_text())  # the starting model is named by its weights
     assert saved["model_weights_sha256"] == load_model(out / "round-0" / "model.keras").fingerprint()
+    from hardenkit.distribute import training_policy
+
+    assert saved["mixed_precision"] == "auto" and saved["training_policy"] == training_policy("auto")
 
     # kill during round 2, then resume: same final metrics, round 1 not redone
     real = loop._retrain
