@@ -215,9 +215,10 @@ class HardenConfig:
             that policy for its training and saved back in float32, so CAM, evaluation and the
             saved models stay float32 (:func:`hardenkit.distribute.with_dtype_policy`). On the
             demo data on an AMX CPU (seed 0, two threads), bfloat16 took the 5 rounds from
-            10.0 to 6.6 min: round 5 acc 0.880 / fpr 0.190 / robust 0.600 / item recall 0.912
-            against float32's 0.882 / 0.225 / 0.605 / 0.897 (round 0: 0.878 / 0.255 / 0.015 /
-            0.897).
+            10.0 min (float32, ``make demo``) to 7.0 (bench_harden): round 5 acc 0.880 / fpr
+            0.190 / robust 0.600 / item recall 0.912 against float32's 0.882 / 0.225 / 0.605 /
+            0.897 (round 0: 0.878 / 0.255 / 0.015 / 0.897); seed 1: 0.890 / 0.190 / 0.648 /
+            0.909 against 0.832 / 0.260 / 0.618 / 0.934.
     """
 
     rounds: int = 5
