@@ -19,7 +19,7 @@ def cpu_defaults(environ: Mapping[str, str]) -> dict[str, str]:
     ``TF_ENABLE_ONEDNN_OPTS=1``: TensorFlow turns its oneDNN kernels on by itself only on
     CPUs with the newer AVX-512 / AMX features; on an AVX2-only AMD EPYC they stayed off and
     its Eigen kernels ran the adversarial training step slower. ``python -m bench --only bench_cpu``
-    times the step with and without it (and with one inter-op thread, which is not set).
+    times the step with and without it.
 
     Example:
         >>> cpu_defaults({})

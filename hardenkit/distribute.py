@@ -83,7 +83,7 @@ def training_policy(mixed_precision: bool | str = "auto") -> str:
 
     - ``"auto"`` (the default): ``"mixed_bfloat16"`` on a CPU that computes bfloat16 in
       hardware (:func:`cpu_has_bf16`) when no GPU is visible, else ``"float32"``. On an
-      AMX CPU an adversarial training step of the demo CNN took 0.69x the time of float32
+      AMX CPU an adversarial training step of the demo CNN took 0.70x the time of float32
       (``bench/bench_cpu.py``); CPUs without bfloat16 units only emulate it, slower than
       float32, so they stay float32.
     - ``True``: ``"mixed_float16"`` on a GPU, else what ``"auto"`` picks.

@@ -100,7 +100,6 @@ def format_rounds_table(metrics: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-
 def format_round_line(m: dict[str, Any]) -> str:
     """The one-line summary ``harden run`` prints as each round ends (the table's columns).
 
@@ -114,6 +113,7 @@ def format_round_line(m: dict[str, Any]) -> str:
     cells = "  ".join(f"{label} {h.pct(_metric(m, k))}" for k, label in _TABLE_COLUMNS)
     return (f"round {m.get('round', '?')}: {cells}  +{sum(_added(m).values())} samples  "
             f"{'-' if secs is None else f'{secs:.0f}'}s" + ("" if src is None else f" (from round {src})"))
+
 
 # ---- sections -------------------------------------------------------------------------------
 
