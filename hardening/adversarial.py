@@ -29,6 +29,36 @@ import tensorflow as tf
 from attacks.pgd import linf_pgd_steps
 
 
+#: Items per image the attention loss looks at (the rest count as none).
+MAX_ITEMS = 8
+
+
+def item_channel(masks: Any) -> Any:
+    """Number each mask's items (8-connected components, 1..:data:`MAX_ITEMS`; 0 = none).
+
+    Args:
+        masks: Bool masks ``(n, H, W)``.
+
+    Returns:
+        float32 ``(n, H, W, 1)``: the channel :class:`AdversarialTrainer` reads item maps from.
+
+    Example:
+        >>> import numpy as np
+        >>> m = np.zeros((1, 4, 4), bool); m[0, 0, 0] = m[0, 3, 3] = True
+        >>> sorted(np.unique(item_channel(m)).tolist())
+        [0.0, 1.0, 2.0]
+    """
+    import cv2
+    import numpy as np
+
+    out = np.zeros((*np.shape(masks), 1), np.float32)
+    for i, m in enumerate(masks):
+        n, labels = cv2.connectedComponents(np.asarray(m, np.uint8), connectivity=8)
+        if n > 1:
+            out[i, ..., 0] = np.where(labels <= MAX_ITEMS, labels, 0)
+    return out
+
+
 class AdversarialTrainer(keras.Model):
     """Wrap ``inner`` (a softmax classifier) for adversarial training; save ``inner`` afterwards.
 
@@ -53,6 +83,15 @@ class AdversarialTrainer(keras.Model):
             the clean images plus ``trades_beta`` x KL(clean prediction || adversarial
             prediction), the attack maximising that KL). Defaults to ``"mix"``.
         trades_beta: Weight of the TRADES robustness term. Defaults to 6 (the paper's).
+        attention_weight: Weight of the item-coverage loss (:meth:`attention_loss`) on the
+            clean half of each batch; 0 = off. It needs item maps: training images with a 4th
+            channel numbering each image's ground-truth items (0 = none, 1..
+            :data:`MAX_ITEMS`), see :func:`item_channel`. Defaults to 0.
+        attention_target: The share of the map's maximum every item should reach. Defaults to 0.6.
+        sensitive_indices: Output columns whose summed probability is the sensitive score the
+            attention map explains. Required when ``attention_weight`` > 0.
+        cam_layer: Layer the attention map is taken at; None = the last one with a spatial
+            output (:func:`cam._graph.find_target_layer`, what ``cam`` explains by default).
 
     The training attack's budget and step are multiplied by ``eps_scale`` (a ``tf.Variable``
     kept out of the saved weights, 1 unless :class:`EpsWarmup` ramps it); the validation
@@ -67,11 +106,23 @@ class AdversarialTrainer(keras.Model):
     def __init__(self, inner: keras.Model, eps: float, steps: int = 3, step_size: float | None = None,
                  adversarial_weight: float = 1.0, fgsm_mix: float = 0.0, eval_steps: int | None = None,
                  clean_fraction: float = 1.0, min_clean_accuracy: float = 0.0, objective: str = "mix",
-                 trades_beta: float = 6.0, eval_eps: float | None = None, **kwargs: Any) -> None:
+                 trades_beta: float = 6.0, eval_eps: float | None = None, attention_weight: float = 0.0,
+                 attention_target: float = 0.6, sensitive_indices: Any = None, cam_layer: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if objective not in ("mix", "trades"):
             raise ValueError(f"expected objective 'mix' or 'trades', got {objective!r}")
         self.objective = objective
+        self.attention_weight = float(attention_weight)
+        self.attention_target = float(attention_target)
+        self._split: Any = None
+        if self.attention_weight > 0:
+            if objective != "mix" or not sensitive_indices:
+                raise ValueError("attention_weight > 0 needs the 'mix' objective and sensitive_indices")
+            from cam._graph import split_model
+
+            self._split = split_model(inner, cam_layer)
+            self.sensitive_indices = [int(i) for i in sensitive_indices]
         self.trades_beta = float(trades_beta)
         eval_eps = eps if eval_eps is None else eval_eps
         if steps < 1 or not 0 <= eps <= 1 or not 0 <= eval_eps <= 1 or not 0 <= fgsm_mix <= 1 or not 0 <= clean_fraction <= 1:
@@ -90,6 +141,7 @@ class AdversarialTrainer(keras.Model):
         self.robust_tracker = keras.metrics.SparseCategoricalAccuracy(name="robust_accuracy")
         self.clean_tracker = keras.metrics.SparseCategoricalAccuracy(name="clean_accuracy")
         self.loss_tracker = keras.metrics.Mean(name="total_loss")
+        self.attention_tracker = keras.metrics.Mean(name="attention_loss")
         # a tf.Variable, not a Keras one: outside the model's weights, so restoring the best
         # checkpoint after a fit does not bring back a warm-up epoch's scale
         self.eps_scale = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="eps_scale")
@@ -137,8 +189,60 @@ class AdversarialTrainer(keras.Model):
         pgd = self._attack(x[k:], y[k:], self.steps, self.step_size)
         return tf.concat([fgsm, pgd], axis=0)
 
+    def _gradcam(self, acts: Any) -> Any:
+        """Grad-CAM of the sensitive score at the target layer, differentiable through ``acts``
+        (the channel weights, the spatial mean of the score's gradient, are held constant)."""
+        if self._split is None:
+            raise ValueError("the attention map needs attention_weight > 0 at construction")
+        a = tf.cast(acts, tf.float32)
+        fixed = tf.stop_gradient(acts)
+        with tf.GradientTape() as tape:
+            tape.watch(fixed)
+            p = tf.cast(self._split.hi(fixed, training=False), tf.float32)
+            score = tf.math.log(tf.reduce_sum(tf.gather(p, self.sensitive_indices, axis=1), axis=1) + 1e-7)
+        alpha = tf.stop_gradient(tf.reduce_mean(tf.cast(tape.gradient(score, fixed), tf.float32), axis=[1, 2],
+                                                keepdims=True))
+        return tf.nn.relu(tf.reduce_sum(alpha * a, axis=-1))
+
+    def attention_loss(self, acts: Any, items: Any) -> Any:
+        """Mean over the batch of the item-coverage shortfall of each image's attention map.
+
+        The map (Grad-CAM of the sensitive score at ``cam_layer``) is divided by its maximum;
+        each ground-truth item whose peak there stays under ``attention_target`` adds
+        ``attention_target - peak``, averaged over the image's items (0 for an image without
+        items). It asks the model to show *every* sensitive item in its map, not only the
+        strongest one, which is what ``item_recall`` measures.
+
+        Args:
+            acts: Target-layer activations, ``(n, h, w, c)``.
+            items: Item numbers per pixel at input resolution, ``(n, H, W)`` (0 = none).
+
+        Example:
+            >>> import numpy as np
+            >>> from hardenkit.testkit import tiny_model
+            >>> t = AdversarialTrainer(tiny_model(), eps=0.03, attention_weight=1.0, sensitive_indices=(1,))
+            >>> x = np.random.default_rng(0).random((2, 8, 8, 3), np.float32)
+            >>> float(t.attention_loss(t._split.lo(x), np.zeros((2, 8, 8), np.float32)))
+            0.0
+        """
+        cam = self._gradcam(acts)
+        cam = cam / (tf.reduce_max(cam, axis=[1, 2], keepdims=True) + 1e-6)
+        size = tf.shape(cam)[1:3]
+        items = tf.cast(items, tf.float32)[..., None]
+        short, count = tf.zeros(tf.shape(cam)[:1]), tf.zeros(tf.shape(cam)[:1])
+        for k in range(1, MAX_ITEMS + 1):
+            mk = tf.image.resize(tf.cast(tf.equal(items, float(k)), tf.float32), size, method="area")[..., 0] > 0
+            present = tf.cast(tf.reduce_any(mk, axis=[1, 2]), tf.float32)
+            peak = tf.reduce_max(tf.where(mk, cam, 0.0), axis=[1, 2])
+            short += present * tf.nn.relu(self.attention_target - peak)
+            count += present
+        return tf.reduce_mean(short / tf.maximum(count, 1.0))
+
     def train_step(self, data: Any) -> dict[str, Any]:
         x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
+        items = None
+        if x.shape[-1] == 4:  # images + item numbers (see item_channel)
+            x, items = x[..., :3], x[..., 3]
         if sw is None:
             sw = tf.ones(tf.shape(y)[:1], tf.float32)
         if self.objective == "trades":
@@ -150,8 +254,16 @@ class AdversarialTrainer(keras.Model):
         yy = tf.concat([y[:k], y], axis=0)
         ww = tf.concat([sw[:k], sw * self.adversarial_weight], axis=0)
         with tf.GradientTape() as tape:
-            pred = self(xx, training=True)
+            if self._split is not None and items is not None:
+                acts = self._split.lo(xx, training=True)
+                pred = self._split.hi(acts, training=True)
+            else:
+                pred = self(xx, training=True)
             loss = self.compute_loss(x=xx, y=yy, y_pred=pred, sample_weight=ww, training=True)
+            if self._split is not None and items is not None:
+                att = self.attention_loss(acts[:k], items[:k])
+                self.attention_tracker.update_state(att)
+                loss = loss + self.attention_weight * att
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
@@ -182,6 +294,8 @@ class AdversarialTrainer(keras.Model):
 
     def test_step(self, data: Any) -> dict[str, Any]:
         x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
+        if x.shape[-1] == 4:
+            x = x[..., :3]
         pred = self(x, training=False)
         self.loss_tracker.update_state(self.compute_loss(x=x, y=y, y_pred=pred, sample_weight=sw, training=False))
         xa = self._attack(x, y, self.eval_steps, 2.5 * self.eval_eps / self.eval_steps, eps=self.eval_eps)
@@ -195,6 +309,8 @@ class AdversarialTrainer(keras.Model):
         robust = self.robust_tracker.result()
         score = tf.where(clean >= self.min_clean_accuracy, 0.5 * (clean + robust), clean - 1.0)
         out.update(loss=self.loss_tracker.result(), clean_accuracy=clean, robust_accuracy=robust, score=score)
+        if self._split is not None:
+            out["attention_loss"] = self.attention_tracker.result()
         return out
 
 

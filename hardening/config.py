@@ -85,6 +85,11 @@ class HardenConfig:
             the adversarial prediction), see :class:`hardening.adversarial.AdversarialTrainer`.
             Defaults to ``"mix"``.
         trades_beta: TRADES robustness weight. Defaults to 6.
+        attention_weight: Weight of the item-coverage loss in adversarial retraining (needs
+            masks; 0 = off): every ground-truth item of a clean training image should reach
+            ``attention_target`` of the maximum of its Grad-CAM map at the CAM layer, see
+            :meth:`hardening.adversarial.AdversarialTrainer.attention_loss`. Defaults to 0.
+        attention_target: See ``attention_weight``. Defaults to 0.6.
         max_clean_drop: A checkpoint (epoch or round) whose clean validation accuracy is more
             than this below the starting model's is never kept as best, however robust: a
             model collapsed to one class is "robust" on every image of that class. Defaults to 0.05.
@@ -234,6 +239,8 @@ class HardenConfig:
     clean_fraction: float = 1.0
     objective: str = "mix"
     trades_beta: float = 6.0
+    attention_weight: float = 0.0
+    attention_target: float = 0.6
     max_clean_drop: float = 0.05
     recall: float = 0.95
     fpr_weight: float = 0.0
@@ -287,7 +294,9 @@ class HardenConfig:
                               f"got {self.erasure_cover!r}")
         if self.objective not in ("mix", "trades"):
             raise ConfigError(f"expected objective 'mix' or 'trades', got {self.objective!r}")
-        for name in ("trades_beta", "fpr_weight"):
+        if not isinstance(self.attention_target, (int, float)) or not 0.0 < self.attention_target <= 1.0:
+            raise ConfigError(f"expected 0.0 < attention_target <= 1.0, got {self.attention_target!r}")
+        for name in ("trades_beta", "fpr_weight", "attention_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"expected {name} >= 0, got {v!r}")

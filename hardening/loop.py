@@ -486,6 +486,16 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
     tb = keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard" / f"round-{r}"), write_graph=False,
                                      update_freq="epoch", profile_batch=0)
     adv_w = cfg.weights["adversarial"]
+    attention: dict[str, Any] = {}
+    if cfg.attention_weight > 0 and adv_w > 0 and tr.masks is not None:
+        from .adversarial import item_channel
+
+        items = item_channel(tr.masks)
+        if len(extra_x):
+            items = np.concatenate([items, np.zeros((len(extra_x), *items.shape[1:]), np.float32)])
+        x = np.concatenate([x, items], axis=-1)  # the trainer splits the item channel off
+        attention = {"attention_weight": cfg.attention_weight, "attention_target": cfg.attention_target,
+                     "sensitive_indices": tuple(bundle.sensitive_indices)}
     strategy = get_strategy()
     with strategy.scope():
         inner = load_model(bundle.path).model
@@ -501,7 +511,8 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
                                        adversarial_weight=adv_w,
                                        fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 3),
                                        clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,
-                                       objective=cfg.objective, trades_beta=cfg.trades_beta, dtype=policy)
+                                       objective=cfg.objective, trades_beta=cfg.trades_beta, dtype=policy,
+                                       **attention)
             monitor = "val_score"
             if warmup:
                 from .adversarial import EpsWarmup

@@ -196,3 +196,66 @@ def test_fit_keeps_the_epoch_with_the_best_fpr_selection_score() -> None:
     thr = threshold_at_recall(p[:, 1], yv == 1, 0.95)
     fpr = float((p[yv == 0, 1] >= thr).mean())
     assert (2 * acc + (1 - fpr)) / 3 == pytest.approx(max(hist["val_select"]), abs=1e-6)  # the kept weights
+
+
+def _attention_trainer(target: float = 0.6):
+    import numpy as np
+
+    from hardening.adversarial import AdversarialTrainer
+
+    inner = tiny_model()
+    dense = inner.get_layer("probs")
+    dense.set_weights([np.stack([-np.ones(4), np.ones(4)], axis=1).astype(np.float32), np.zeros(2, np.float32)])
+    return AdversarialTrainer(inner, eps=0.03, attention_weight=1.0, attention_target=target, sensitive_indices=(1,))
+
+
+def test_attention_loss_is_the_shortfall_of_each_item_under_the_target_share_of_the_map_maximum() -> None:
+    import tensorflow as tf
+
+    from hardening.adversarial import item_channel
+
+    t = _attention_trainer(0.6)
+    masks = np.zeros((3, 8, 8), bool)
+    masks[:, 0:2, 0:2] = True   # item 1 in every image
+    masks[:2, 6:8, 6:8] = True  # item 2 in the first two
+    items = item_channel(masks)[..., 0]
+    pattern = np.zeros((3, 8, 8), np.float32)
+    pattern[:, 0:2, 0:2] = 1.0
+    pattern[0, 6:8, 6:8] = 0.2  # image 0: the second item at a fifth of the maximum
+    pattern[1, 6:8, 6:8] = 0.9  # image 1: both items above the target
+    acts = tf.constant(np.repeat(pattern[..., None], 4, axis=-1))  # every channel alike: map ~ pattern
+    per_image = [float(t.attention_loss(acts[i:i + 1], items[i:i + 1])) for i in range(3)]
+    assert per_image == pytest.approx([(0.6 - 0.2) / 2, 0.0, 0.0], abs=1e-4)
+    assert float(t.attention_loss(acts, np.zeros_like(items))) == 0.0  # no items, no loss
+    with tf.GradientTape() as tape:
+        tape.watch(acts)
+        loss = t.attention_loss(acts[:1], items[:1])
+    grad = tape.gradient(loss, acts).numpy()[0]
+    assert grad[6:8, 6:8].sum() < 0  # raising the weak item's activations lowers the loss
+    with pytest.raises(ValueError, match="sensitive_indices"):
+        from hardening.adversarial import AdversarialTrainer
+
+        AdversarialTrainer(tiny_model(), eps=0.03, attention_weight=1.0)
+
+
+def test_training_with_item_maps_lowers_the_attention_loss() -> None:
+    from hardening.adversarial import AdversarialTrainer, item_channel
+    from hardenkit.train import fit_arrays
+
+    x, y, masks = planted_batch(64, size=12, seed=4)
+    for i in np.flatnonzero(y):  # a second, dimmer and smaller item opposite the planted one
+        r, c = (9, 9) if masks[i, :6, :6].any() else (1, 1)
+        x[i, r:r + 2, c:c + 2] = 0.45
+        masks[i, r:r + 2, c:c + 2] = True
+    items = item_channel(masks)
+    x4 = np.concatenate([x, items], axis=-1)
+    after = {}
+    for weight in (0.0, 5.0):
+        seed_everything(0)
+        t = AdversarialTrainer(tiny_model(size=12, seed=0), eps=0.03, steps=1, attention_weight=weight or 1.0,
+                               sensitive_indices=(1,))
+        t.attention_weight = weight  # 0: the same trainer without the loss in its steps
+        fit_arrays(t, x4 if weight else x, y, x[:16], y[:16], epochs=8, batch_size=16, learning_rate=3e-2, seed=0,
+                   monitor="val_score")
+        after[weight] = float(t.attention_loss(t._split.lo(x[y == 1]), items[y == 1, ..., 0]))
+    assert after[5.0] < after[0.0], after
