@@ -83,6 +83,12 @@ class AdversarialTrainer(keras.Model):
             the clean images plus ``trades_beta`` x KL(clean prediction || adversarial
             prediction), the attack maximising that KL). Defaults to ``"mix"``.
         trades_beta: Weight of the TRADES robustness term. Defaults to 6 (the paper's).
+        noise_fgsm: Train on N-FGSM examples instead (de Jorge et al. 2022, "Make some noise"):
+            uniform noise within twice the budget, one signed-gradient step of the budget, no
+            projection back onto the budget; as cheap as FGSM from a random start, and made
+            to avoid its "catastrophic overfitting", where single-step robustness climbs to
+            near 1 while multi-step PGD breaks the model. Overrides ``steps``/``fgsm_mix``.
+            Defaults to False.
         attention_weight: Weight of the item-coverage loss (:meth:`attention_loss`) on the
             clean half of each batch; 0 = off. It needs item maps: training images with a 4th
             channel numbering each image's ground-truth items (0 = none, 1..
@@ -108,11 +114,12 @@ class AdversarialTrainer(keras.Model):
                  clean_fraction: float = 1.0, min_clean_accuracy: float = 0.0, objective: str = "mix",
                  trades_beta: float = 6.0, eval_eps: float | None = None, attention_weight: float = 0.0,
                  attention_target: float = 0.6, sensitive_indices: Any = None, cam_layer: str | None = None,
-                 **kwargs: Any) -> None:
+                 noise_fgsm: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if objective not in ("mix", "trades"):
             raise ValueError(f"expected objective 'mix' or 'trades', got {objective!r}")
         self.objective = objective
+        self.noise_fgsm = bool(noise_fgsm)
         self.attention_weight = float(attention_weight)
         self.attention_target = float(attention_target)
         self._split: Any = None
@@ -155,17 +162,20 @@ class AdversarialTrainer(keras.Model):
         return self.inner(x, training=training)
 
     def _attack(self, x: Any, y: Any, steps: int, step_size: float, random_start: bool = True,
-                target: Any = None, eps: float | None = None) -> Any:
+                target: Any = None, eps: float | None = None, noise: float = 1.0) -> Any:
         """L-inf PGD against the current weights (BN in inference): on the cross-entropy of
         ``y``, or with ``target`` probabilities on KL(target || prediction) (TRADES). Without
-        ``eps`` (a training attack) budget and step are scaled by ``eps_scale``."""
+        ``eps`` (a training attack) budget and step are scaled by ``eps_scale``. ``noise``: the
+        random start's range in units of ``eps``; past 1 the result is bounded by ``noise``
+        x ``eps`` plus the steps instead of by ``eps`` (N-FGSM)."""
         if eps is None:
             scale = tf.convert_to_tensor(self.eps_scale)
             eps, step_size = self.eps * scale, step_size * scale
         x0 = tf.convert_to_tensor(x, tf.float32)
+        bound = eps if noise <= 1 else noise * eps + steps * step_size
         if random_start:
-            noise = tf.random.uniform(tf.shape(x0), -eps, eps)
-            xa = tf.clip_by_value(x0 + noise, 0.0, 1.0)
+            jitter = tf.random.uniform(tf.shape(x0), -noise * eps, noise * eps)
+            xa = tf.clip_by_value(x0 + jitter, 0.0, 1.0)
         else:
             xa = x0
 
@@ -177,10 +187,12 @@ class AdversarialTrainer(keras.Model):
                     else keras.losses.kl_divergence(target, p)
             return tape.gradient(loss, xb)
 
-        return tf.stop_gradient(linf_pgd_steps(grad, x0, xa, eps, step_size, steps))
+        return tf.stop_gradient(linf_pgd_steps(grad, x0, xa, bound, step_size, steps))
 
     def adversarial_batch(self, x: Any, y: Any) -> Any:
         """The adversarial version of one batch (FGSM for the first ``fgsm_mix`` share, PGD after)."""
+        if self.noise_fgsm:
+            return self._attack(x, y, 1, self.eps, noise=2.0)
         if self.fgsm_mix <= 0:
             return self._attack(x, y, self.steps, self.step_size)
         n = tf.shape(x)[0]

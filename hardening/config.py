@@ -22,6 +22,9 @@ SAMPLE_KINDS = ("cam_erasure", "attention", "adversarial", "jacobian", "pool")
 #: What a CAM erasure sample covers, see :func:`hardening.samples.erasure_samples`.
 ERASURE_COVERS = ("region", "item", "found")
 
+#: The training attacks: ``pgd_steps`` of PGD (FGSM from a random start for 1), or N-FGSM.
+TRAIN_ATTACKS = ("fgsm", "n-fgsm")
+
 #: The training attack's budget over the measured one when ``train_eps`` is not set.
 TRAIN_EPS_FACTOR = 1.25
 
@@ -56,6 +59,11 @@ class HardenConfig:
             0.950 / 0.100 (acc / fpr / robust / item recall / boxed_flagged) against one
             step's 0.850 / 0.330 / 0.610 / 0.937 / 0.115 (see ``erasure_confidence``): better
             there, worse on the scenes' fpr and item recall, one seed each. Defaults to 1.
+        train_attack: ``"fgsm"``: ``pgd_steps`` steps of PGD from a random start (FGSM for
+            one step); ``"n-fgsm"``: N-FGSM (noise within twice ``train_eps``, one step of
+            ``train_eps``, no projection; ``pgd_steps`` ignored), made to avoid the
+            catastrophic overfitting of single-step training, see
+            :class:`hardening.adversarial.AdversarialTrainer`. Defaults to ``"fgsm"``.
         eps_warmup: Adam epochs over which the training attack's budget ramps up (a third,
             two thirds, then all of it for 2; see :class:`hardening.adversarial.EpsWarmup`) in
             a round that retrains from round 0's model, the one never trained adversarially
@@ -233,6 +241,7 @@ class HardenConfig:
     eps: float = 8 / 255
     train_eps: float | None = None
     pgd_steps: int = 1
+    train_attack: str = "fgsm"
     eps_warmup: int = 0
     eval_steps: int = 10
     fgsm_mix: float = 0.0
@@ -292,6 +301,9 @@ class HardenConfig:
         if self.erasure_cover not in ERASURE_COVERS:
             raise ConfigError(f"expected erasure_cover one of {', '.join(map(repr, ERASURE_COVERS))}, "
                               f"got {self.erasure_cover!r}")
+        if self.train_attack not in TRAIN_ATTACKS:
+            raise ConfigError(f"expected train_attack one of {', '.join(map(repr, TRAIN_ATTACKS))}, "
+                              f"got {self.train_attack!r}")
         if self.objective not in ("mix", "trades"):
             raise ConfigError(f"expected objective 'mix' or 'trades', got {self.objective!r}")
         if not isinstance(self.attention_target, (int, float)) or not 0.0 < self.attention_target <= 1.0:

@@ -259,3 +259,23 @@ def test_training_with_item_maps_lowers_the_attention_loss() -> None:
                    monitor="val_score")
         after[weight] = float(t.attention_loss(t._split.lo(x[y == 1]), items[y == 1, ..., 0]))
     assert after[5.0] < after[0.0], after
+
+
+def test_noise_fgsm_goes_past_the_budget_by_its_noise_and_raises_the_loss() -> None:
+    import keras
+    import tensorflow as tf
+
+    from hardening.adversarial import AdversarialTrainer
+
+    seed_everything(0)
+    x, y, _ = planted_batch(32)
+    t = AdversarialTrainer(tiny_model(), eps=0.05, noise_fgsm=True)
+    xa = np.asarray(t.adversarial_batch(tf.constant(x), tf.constant(y)))
+    d = np.abs(xa - x)
+    assert d.max() <= 3 * 0.05 + 1e-6 and (d > 0.05 + 1e-6).mean() > 0.2  # noise 2 eps + a step of eps, unprojected
+    assert xa.min() >= 0 and xa.max() <= 1
+    noisy = np.clip(x + np.random.default_rng(0).uniform(-0.1, 0.1, x.shape), 0, 1).astype(np.float32)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    assert float(loss(y, t.inner(xa))) > float(loss(y, t.inner(noisy)))  # the step is an attack, not noise
+    t.eps_scale.assign(0.0)
+    assert np.allclose(np.asarray(t.adversarial_batch(tf.constant(x), tf.constant(y))), x)

@@ -157,6 +157,7 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"final_learning_rate": 0}, r"expected 0 < final_learning_rate <= learning_rate"),
     ({"ema_momentum": 1.0}, r"expected 0 < ema_momentum < 1, got 1.0"),
     ({"pool_keep": "yes"}, r"expected pool_keep true or false, got 'yes'"),
+    ({"train_attack": "pgd"}, r"expected train_attack one of 'fgsm', 'n-fgsm', got 'pgd'"),
     ({"attention_weight": -1}, r"expected attention_weight >= 0, got -1"),
     ({"attention_target": 0}, r"expected 0.0 < attention_target <= 1.0, got 0"),
     ({"mixed_precision": 1}, r"expected mixed_precision true, false or \"auto\", got 1"),
@@ -298,7 +299,7 @@ def test_a_round_that_collapsed_is_not_built_on(tiny_data: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_attention_weight_trains_on_the_item_maps_of_the_masks(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+def test_attention_weight_and_train_attack_reach_the_trainer(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
     import hardenkit.train
     from hardening import loop
 
@@ -306,15 +307,17 @@ def test_attention_weight_trains_on_the_item_maps_of_the_masks(tiny_data: Path, 
     seen = []
 
     def fit(model, x, *a, **k):
-        seen.append((x.shape[-1], getattr(model, "attention_weight", None), x[..., 3:].max() if x.shape[-1] == 4 else 0))
+        seen.append((x.shape[-1], getattr(model, "attention_weight", None), x[..., 3:].max() if x.shape[-1] == 4 else 0,
+                     model.noise_fgsm))
         return real_fit(model, x, *a, **k)
 
     monkeypatch.setattr(hardenkit.train, "fit_arrays", fit)
-    loop.run(_cfg(tiny_data, tmp_path, "att", rounds=1, pool=None, weights={"pool": 0}, attention_weight=2.0))
-    assert seen and all(c == 4 and w == 2.0 and top >= 1 for c, w, top in seen)  # item numbers 1.. in channel 4
+    loop.run(_cfg(tiny_data, tmp_path, "att", rounds=1, pool=None, weights={"pool": 0}, attention_weight=2.0,
+                  train_attack="n-fgsm"))
+    assert seen and all(c == 4 and w == 2.0 and top >= 1 and nf for c, w, top, nf in seen)  # item numbers 1.. in channel 4
     seen.clear()
     loop.run(_cfg(tiny_data, tmp_path, "plain", rounds=1, pool=None, weights={"pool": 0}))
-    assert seen and all(c == 3 and w == 0.0 for c, w, _ in seen)
+    assert seen and all(c == 3 and w == 0.0 and not nf for c, w, _, nf in seen)
 
 
 def test_start_round_is_the_last_round_unless_it_collapsed() -> None:
