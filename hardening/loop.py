@@ -529,10 +529,13 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         if adv_w > 0:  # the attacked validation costs a sixth of a round: the same subset as evaluate's
             sub = val_subset(len(vx), cfg.seed)
             vx, vy = vx[sub], vy[sub]
-        fit_arrays(model, x, y, vx, vy, epochs=epochs, batch_size=cfg.batch_size,
-                   optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
-                   final_learning_rate=cfg.final_learning_rate, ema_momentum=cfg.ema_momentum,
-                   callbacks=[*ramp, *select, tb], description=f"round {r} adam", monitor=monitor)
+        hist = fit_arrays(model, x, y, vx, vy, epochs=epochs, batch_size=cfg.batch_size,
+                          optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
+                          final_learning_rate=cfg.final_learning_rate, ema_momentum=cfg.ema_momentum,
+                          callbacks=[*ramp, *select, tb], description=f"round {r} adam", monitor=monitor)
+        warning = overfit_warning(hist, r, min(cfg.eval_steps, 3))
+        if warning:
+            _log(warning)
         if cfg.sgd_epochs:
             fit_arrays(model, x, y, vx, vy, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
                        optimizer="sgd", learning_rate=cfg.sgd_learning_rate, sample_weight=w,
@@ -540,6 +543,32 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         if policy != "float32":  # saved and evaluated in float32, like the model it started from
             inner = with_dtype_policy(inner, "float32")
     return inner
+
+
+#: Training (single-step) robust accuracy this far above the validation PGD one flags a round.
+OVERFIT_GAP = 0.25
+
+
+def overfit_warning(hist: dict[str, list[float]], r: int, val_steps: int) -> str | None:
+    """A warning line when a round's last Adam epoch looks catastrophically overfit, else None.
+
+    Single-step adversarial training can learn to defeat its own one-step attack while
+    multi-step PGD still breaks the model: the training robust accuracy then climbs far above
+    the validation one. Seen on a strong Fashion-MNIST scenes baseline (train 0.87-0.95,
+    validation PGD-3 0.45-0.62, test PGD-20 0.005-0.025).
+
+    Example:
+        >>> overfit_warning({"robust_accuracy": [0.9], "val_robust_accuracy": [0.4]}, 2, 3)[:26]
+        'warning: round 2: training'
+        >>> overfit_warning({"robust_accuracy": [0.6], "val_robust_accuracy": [0.55]}, 2, 3) is None
+        True
+    """
+    train, val = hist.get("robust_accuracy"), hist.get("val_robust_accuracy")
+    if not train or not val or train[-1] - val[-1] <= OVERFIT_GAP:
+        return None
+    return (f"warning: round {r}: training robust accuracy {train[-1]:.2f} against {val[-1]:.2f} under PGD-{val_steps} "
+            "on validation: the single-step training attack may be overfit (catastrophic overfitting); "
+            "try train_attack = \"n-fgsm\" or pgd_steps = 2 in harden.toml")
 
 
 def _replay(xs: list[np.ndarray], ys: list[np.ndarray], ws: list[np.ndarray], cap: int,

@@ -299,7 +299,8 @@ def test_a_round_that_collapsed_is_not_built_on(tiny_data: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_attention_weight_and_train_attack_reach_the_trainer(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
+def test_attention_weight_and_train_attack_reach_the_trainer(tiny_data: Path, tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
     import hardenkit.train
     from hardening import loop
 
@@ -309,12 +310,14 @@ def test_attention_weight_and_train_attack_reach_the_trainer(tiny_data: Path, tm
     def fit(model, x, *a, **k):
         seen.append((x.shape[-1], getattr(model, "attention_weight", None), x[..., 3:].max() if x.shape[-1] == 4 else 0,
                      model.noise_fgsm))
-        return real_fit(model, x, *a, **k)
+        hist = real_fit(model, x, *a, **k)
+        return {**hist, "robust_accuracy": [0.95], "val_robust_accuracy": [0.3]}  # as if overfit
 
     monkeypatch.setattr(hardenkit.train, "fit_arrays", fit)
     loop.run(_cfg(tiny_data, tmp_path, "att", rounds=1, pool=None, weights={"pool": 0}, attention_weight=2.0,
                   train_attack="n-fgsm"))
     assert seen and all(c == 4 and w == 2.0 and top >= 1 and nf for c, w, top, nf in seen)  # item numbers 1.. in channel 4
+    assert "round 1: training robust accuracy 0.95 against 0.30 under PGD-2" in capsys.readouterr().err
     seen.clear()
     loop.run(_cfg(tiny_data, tmp_path, "plain", rounds=1, pool=None, weights={"pool": 0}))
     assert seen and all(c == 3 and w == 0.0 and not nf for c, w, _, nf in seen)
