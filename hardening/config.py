@@ -64,6 +64,9 @@ class HardenConfig:
             ``train_eps``, no projection; ``pgd_steps`` ignored), made to avoid the
             catastrophic overfitting of single-step training, see
             :class:`hardening.adversarial.AdversarialTrainer`. Defaults to ``"fgsm"``.
+        attack_predicted: The training attack raises the loss of the model's prediction, not
+            of the true label (against label leaking, see
+            :class:`hardening.adversarial.AdversarialTrainer`). Defaults to False.
         eps_warmup: Adam epochs over which the training attack's budget ramps up (a third,
             two thirds, then all of it for 2; see :class:`hardening.adversarial.EpsWarmup`) in
             a round that retrains from round 0's model, the one never trained adversarially
@@ -242,6 +245,7 @@ class HardenConfig:
     train_eps: float | None = None
     pgd_steps: int = 1
     train_attack: str = "fgsm"
+    attack_predicted: bool = False
     eps_warmup: int = 0
     eval_steps: int = 10
     fgsm_mix: float = 0.0
@@ -294,8 +298,9 @@ class HardenConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
                 raise ConfigError(f"expected 0.0 <= {name} <= 1.0, got {v!r}")
-        if not isinstance(self.pool_keep, bool):
-            raise ConfigError(f"expected pool_keep true or false, got {self.pool_keep!r}")
+        for name in ("attack_predicted", "pool_keep"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"expected {name} true or false, got {getattr(self, name)!r}")
         if not isinstance(self.mixed_precision, bool) and self.mixed_precision != "auto":
             raise ConfigError(f"expected mixed_precision true, false or \"auto\", got {self.mixed_precision!r}")
         if self.erasure_cover not in ERASURE_COVERS:

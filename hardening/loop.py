@@ -512,7 +512,8 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
                                        fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 3),
                                        clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,
                                        objective=cfg.objective, trades_beta=cfg.trades_beta, dtype=policy,
-                                       noise_fgsm=cfg.train_attack == "n-fgsm", **attention)
+                                       noise_fgsm=cfg.train_attack == "n-fgsm",
+                                       predicted_labels=cfg.attack_predicted, **attention)
             monitor = "val_score"
             if warmup:
                 from .adversarial import EpsWarmup

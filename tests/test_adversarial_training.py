@@ -279,3 +279,23 @@ def test_noise_fgsm_goes_past_the_budget_by_its_noise_and_raises_the_loss() -> N
     assert float(loss(y, t.inner(xa))) > float(loss(y, t.inner(noisy)))  # the step is an attack, not noise
     t.eps_scale.assign(0.0)
     assert np.allclose(np.asarray(t.adversarial_batch(tf.constant(x), tf.constant(y))), x)
+
+
+def test_predicted_labels_attack_the_models_own_prediction_not_the_true_label() -> None:
+    import tensorflow as tf
+
+    from hardening.adversarial import AdversarialTrainer
+
+    x, y, _ = planted_batch(32)
+    inner = tiny_model()
+    pred = inner.predict(x, verbose=0).argmax(1).astype(np.int32)
+    wrong = 1 - pred  # true labels the model gets wrong everywhere
+    own = AdversarialTrainer(inner, eps=0.05, steps=1, predicted_labels=True)
+    plain = AdversarialTrainer(inner, eps=0.05, steps=1)
+
+    def attack(t, labels):
+        tf.random.set_seed(7)
+        return np.asarray(t.adversarial_batch(tf.constant(x), tf.constant(labels)))
+
+    assert np.allclose(attack(own, wrong), attack(plain, pred))
+    assert not np.allclose(attack(own, wrong), attack(plain, wrong))

@@ -157,6 +157,7 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"final_learning_rate": 0}, r"expected 0 < final_learning_rate <= learning_rate"),
     ({"ema_momentum": 1.0}, r"expected 0 < ema_momentum < 1, got 1.0"),
     ({"pool_keep": "yes"}, r"expected pool_keep true or false, got 'yes'"),
+    ({"attack_predicted": 1}, r"expected attack_predicted true or false, got 1"),
     ({"train_attack": "pgd"}, r"expected train_attack one of 'fgsm', 'n-fgsm', got 'pgd'"),
     ({"attention_weight": -1}, r"expected attention_weight >= 0, got -1"),
     ({"attention_target": 0}, r"expected 0.0 < attention_target <= 1.0, got 0"),
