@@ -553,10 +553,13 @@ OVERFIT_GAP = 0.25
 def overfit_warning(hist: dict[str, list[float]], r: int, val_steps: int) -> str | None:
     """A warning line when a round's last Adam epoch looks catastrophically overfit, else None.
 
-    Single-step adversarial training can learn to defeat its own one-step attack while
-    multi-step PGD still breaks the model: the training robust accuracy then climbs far above
-    the validation one. Seen on a strong Fashion-MNIST scenes baseline (train 0.87-0.95,
-    validation PGD-3 0.45-0.62, test PGD-20 0.005-0.025).
+    Adversarial training with a weak attack can learn to defeat that attack while PGD
+    still breaks the model: the training robust accuracy then climbs far above the
+    validation one. Seen on a strong Fashion-MNIST scenes baseline (val accuracy 0.93): in
+    round 1-4 training robust accuracy 0.87-0.96 (above the clean 0.84-0.91), validation
+    PGD-3 0.12-0.62, test PGD-20 0.000-0.025; a round-3 model classified 0.969 of 256
+    training images right under its own FGSM attack (clean 0.953) and 0.020 under PGD-10
+    at 8/255. N-FGSM, attacking the predicted label and two PGD steps all showed it too.
 
     Example:
         >>> overfit_warning({"robust_accuracy": [0.9], "val_robust_accuracy": [0.4]}, 2, 3)[:26]
@@ -568,8 +571,9 @@ def overfit_warning(hist: dict[str, list[float]], r: int, val_steps: int) -> str
     if not train or not val or train[-1] - val[-1] <= OVERFIT_GAP:
         return None
     return (f"warning: round {r}: training robust accuracy {train[-1]:.2f} against {val[-1]:.2f} under PGD-{val_steps} "
-            "on validation: the single-step training attack may be overfit (catastrophic overfitting); "
-            "try train_attack = \"n-fgsm\" or pgd_steps = 2 in harden.toml")
+            "on validation: the model may have learnt to defeat its training attack rather than to resist attacks "
+            "(catastrophic overfitting); its robustness at test is likely far lower (see train_attack, "
+            "attack_predicted and pgd_steps in harden.toml)")
 
 
 def _replay(xs: list[np.ndarray], ys: list[np.ndarray], ws: list[np.ndarray], cap: int,

@@ -318,7 +318,7 @@ def test_attention_weight_and_train_attack_reach_the_trainer(tiny_data: Path, tm
     loop.run(_cfg(tiny_data, tmp_path, "att", rounds=1, pool=None, weights={"pool": 0}, attention_weight=2.0,
                   train_attack="n-fgsm"))
     assert seen and all(c == 4 and w == 2.0 and top >= 1 and nf for c, w, top, nf in seen)  # item numbers 1.. in channel 4
-    assert "round 1: training robust accuracy 0.95 against 0.30 under PGD-2" in capsys.readouterr().err
+    assert "round 1: training robust accuracy 0.95 against 0.30 under PGD-2 on validation" in capsys.readouterr().err
     seen.clear()
     loop.run(_cfg(tiny_data, tmp_path, "plain", rounds=1, pool=None, weights={"pool": 0}))
     assert seen and all(c == 3 and w == 0.0 and not nf for c, w, _, nf in seen)
