@@ -109,7 +109,17 @@ class HardenConfig:
         attention_weight: Weight of the item-coverage loss in adversarial retraining (needs
             masks; 0 = off): every ground-truth item of a clean training image should reach
             ``attention_target`` of the maximum of its Grad-CAM map at the CAM layer, see
-            :meth:`hardening.adversarial.AdversarialTrainer.attention_loss`. Defaults to 0.
+            :meth:`hardening.adversarial.AdversarialTrainer.attention_loss`. A training step
+            costs 1.06x (demo CNN, batch 32, one core, interleaved). On the demo data (AMD EPYC,
+            float32, seed 0, two threads; round 0 acc 0.892 / fpr 0.195 / robust 0.018 / item
+            recall 0.890 / pointing 0.965) ``attention_weight = 1`` raised item recall in the
+            middle rounds (0.884 / 0.915 / 0.962 / 0.947 at rounds 1-4 against 0.787 / 0.868 /
+            0.918 / 0.912) at a lower accuracy there (0.843 / 0.782 / 0.812 / 0.840 against
+            0.815 / 0.828 / 0.853 / 0.825) and ended level: round 5 0.860 / 0.310 / 0.620 /
+            0.940, pointing 0.895, against 0.860 / 0.315 / 0.598 / 0.937, pointing 0.970. On
+            the strong scenes baseline of ``train_attack`` (which overfits, robust near 0) it
+            read item recall 0.806 / 0.883 at rounds 1-2 against 0.756 / 0.829, with
+            ``boxed_flagged`` 0.495 / 0.600 against 0.420 / 0.365 (stopped). Defaults to 0.
         attention_target: See ``attention_weight``. Defaults to 0.6.
         max_clean_drop: A checkpoint (epoch or round) whose clean validation accuracy is more
             than this below the starting model's is never kept as best, however robust: a
