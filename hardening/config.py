@@ -45,7 +45,9 @@ class HardenConfig:
             ``harden.toml``): round 5 PGD-10 accuracy at 8/255 0.552 with ``train_eps = eps``,
             0.613 at 10/255 (clean accuracy 0.902 vs 0.908); further past it hurt everything:
             at 11/255 0.507, clean 0.872, fpr 0.230 (vs 0.595, 0.910, 0.135 at 10/255 with
-            the same code). Defaults to None.
+            the same code). On a strong scenes baseline 10/255 made training overfit (robust
+            0.000-0.025 at rounds 1-4) and 8/255 did not (round 5 robust 0.522), see
+            ``train_attack``. Defaults to None.
         pgd_steps: PGD steps per batch of adversarial training; 1 = FGSM from a random start
             ("fast" adversarial training, Wong et al. 2020). Two steps on the scenes of
             ``bench_quality`` (baseline acc 0.710, fpr 0.910, robust 0.003, item recall 0.771,
@@ -71,7 +73,10 @@ class HardenConfig:
             0.84-0.91), and N-FGSM did too (round 1: robust 0.102, training robust 0.97 against
             validation PGD-3 0.26; stopped). ``pgd_steps = 2`` got further before it overfit:
             robust 0.318 / 0.133 / 0.125 / 0.005 at rounds 1-4 (fpr 0.600 / 0.240 / 0.095 /
-            0.210). Defaults to ``"fgsm"``.
+            0.210). What avoided it was ``train_eps = eps`` (8/255) with the default attack:
+            training robust 0.39-0.61, below the clean accuracy, and round 5 acc 0.912 / fpr
+            0.105 / robust 0.522 (4/255: 0.820) / item recall 0.784 / boxed 0.115 / alone 0.766.
+            Defaults to ``"fgsm"``.
         attack_predicted: The training attack raises the loss of the model's prediction, not
             of the true label (against label leaking, see
             :class:`hardening.adversarial.AdversarialTrainer`). On the strong scenes baseline of
