@@ -259,7 +259,7 @@ class AdversarialTrainer(keras.Model):
 
     def train_step(self, data: Any) -> dict[str, Any]:
         x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
-        items = None
+        items: Any = None
         if x.shape[-1] == 4:  # images + item numbers (see item_channel)
             x, items = x[..., :3], x[..., 3]
         if sw is None:
@@ -272,14 +272,15 @@ class AdversarialTrainer(keras.Model):
         xx = tf.concat([x[:k], xa], axis=0)
         yy = tf.concat([y[:k], y], axis=0)
         ww = tf.concat([sw[:k], sw * self.adversarial_weight], axis=0)
+        attend = self._split is not None and items is not None
         with tf.GradientTape() as tape:
-            if self._split is not None and items is not None:
+            if attend:
                 acts = self._split.lo(xx, training=True)
                 pred = self._split.hi(acts, training=True)
             else:
                 pred = self(xx, training=True)
             loss = self.compute_loss(x=xx, y=yy, y_pred=pred, sample_weight=ww, training=True)
-            if self._split is not None and items is not None:
+            if attend:
                 att = self.attention_loss(acts[:k], items[:k])
                 self.attention_tracker.update_state(att)
                 loss = loss + self.attention_weight * att

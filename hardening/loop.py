@@ -486,6 +486,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
     tb = keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard" / f"round-{r}"), write_graph=False,
                                      update_freq="epoch", profile_batch=0)
     adv_w = cfg.weights["adversarial"]
+    val_steps = min(cfg.eval_steps, 3)  # the per-epoch validation attack's steps
     attention: dict[str, Any] = {}
     if cfg.attention_weight > 0 and adv_w > 0 and tr.masks is not None:
         from .adversarial import item_channel
@@ -509,7 +510,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
 
             model = AdversarialTrainer(inner, eps=cfg.attack_eps, eval_eps=cfg.eps, steps=cfg.pgd_steps,
                                        adversarial_weight=adv_w,
-                                       fgsm_mix=cfg.fgsm_mix, eval_steps=min(cfg.eval_steps, 3),
+                                       fgsm_mix=cfg.fgsm_mix, eval_steps=val_steps,
                                        clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,
                                        objective=cfg.objective, trades_beta=cfg.trades_beta, dtype=policy,
                                        noise_fgsm=cfg.train_attack == "n-fgsm",
@@ -534,7 +535,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
                           optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
                           final_learning_rate=cfg.final_learning_rate, ema_momentum=cfg.ema_momentum,
                           callbacks=[*ramp, *select, tb], description=f"round {r} adam", monitor=monitor)
-        warning = overfit_warning(hist, r, min(cfg.eval_steps, 3))
+        warning = overfit_warning(hist, r, val_steps)
         if warning:
             _log(warning)
         if cfg.sgd_epochs:
