@@ -82,6 +82,11 @@ class HardenConfig:
             :class:`hardening.adversarial.AdversarialTrainer`). On the strong scenes baseline of
             ``train_attack`` it did not stop the overfitting: robust 0.128 / 0.030 / 0.018 at
             rounds 1-3 (acc 0.902 / 0.922 / 0.912, fpr 0.300 / 0.180 / 0.115). Defaults to False.
+        overfit_fallback: When a round's Adam phase ends catastrophically overfit (see
+            :func:`hardening.loop.overfit_warning`) and the training attack's budget is above
+            ``eps``, redo that phase from the round's starting model at ``eps``, and train every
+            later round at ``eps`` too (``train_eps`` in ``metrics.json`` says which budget each
+            round trained at). False = only warn. Defaults to True.
         eps_warmup: Adam epochs over which the training attack's budget ramps up (a third,
             two thirds, then all of it for 2; see :class:`hardening.adversarial.EpsWarmup`) in
             a round that retrains from round 0's model, the one never trained adversarially
@@ -271,6 +276,7 @@ class HardenConfig:
     pgd_steps: int = 1
     train_attack: str = "fgsm"
     attack_predicted: bool = False
+    overfit_fallback: bool = True
     eps_warmup: int = 0
     eval_steps: int = 10
     fgsm_mix: float = 0.0
@@ -323,7 +329,7 @@ class HardenConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not (0.0 <= v <= 1.0):
                 raise ConfigError(f"expected 0.0 <= {name} <= 1.0, got {v!r}")
-        for name in ("attack_predicted", "pool_keep"):
+        for name in ("attack_predicted", "overfit_fallback", "pool_keep"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"expected {name} true or false, got {getattr(self, name)!r}")
         if not isinstance(self.mixed_precision, bool) and self.mixed_precision != "auto":

@@ -472,7 +472,14 @@ def selection_score(m: dict[str, Any], min_clean: float, fpr_weight: float = 0.0
 
 def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray, extra_w: np.ndarray,
              cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0, policy: str = "float32", *,
-             epochs: int, warmup: int) -> Any:
+             epochs: int, warmup: int, train_eps: float | None = None) -> tuple[Any, float]:
+    """Retrain ``bundle``'s model on the training split plus the extra samples: Adam, then SGD.
+
+    The training attack's budget is ``train_eps`` (default ``cfg.attack_eps``). If the Adam
+    phase ends catastrophically overfit (:func:`overfit_warning`), ``cfg.overfit_fallback`` is
+    on and that budget is above ``cfg.eps``, the Adam phase is redone from ``bundle``'s model
+    at ``cfg.eps``. Returns the retrained (float32) model and the budget it trained at.
+    """
     import keras
 
     from hardenkit.distribute import get_strategy, with_dtype_policy
@@ -483,10 +490,9 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
     x = np.concatenate([tr.x, extra_x]) if len(extra_x) else tr.x
     y = np.concatenate([tr.y, extra_y]) if len(extra_y) else tr.y
     w = np.concatenate([np.ones(len(tr.x), np.float32), extra_w]) if len(extra_w) else None
-    tb = keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard" / f"round-{r}"), write_graph=False,
-                                     update_freq="epoch", profile_batch=0)
     adv_w = cfg.weights["adversarial"]
     val_steps = min(cfg.eval_steps, 3)  # the per-epoch validation attack's steps
+    eps = cfg.attack_eps if train_eps is None else train_eps
     attention: dict[str, Any] = {}
     if cfg.attention_weight > 0 and adv_w > 0 and tr.masks is not None:
         from .adversarial import item_channel
@@ -497,54 +503,84 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         x = np.concatenate([x, items], axis=-1)  # the trainer splits the item channel off
         attention = {"attention_weight": cfg.attention_weight, "attention_target": cfg.attention_target,
                      "sensitive_indices": tuple(bundle.sensitive_indices)}
+    vx, vy = data.val.x, data.val.y
+    full_val = (vx, bundle.labels_binary(vy))  # the fpr selection scores every validation image
+    monitor = "val_select" if cfg.fpr_weight > 0 else "val_score" if adv_w > 0 else "val_accuracy"
+    if adv_w > 0:  # the attacked validation costs a sixth of a round: the same subset as evaluate's
+        sub = val_subset(len(vx), cfg.seed)
+        vx, vy = vx[sub], vy[sub]
     strategy = get_strategy()
-    with strategy.scope():
+
+    def adam(attack_eps: float, logs: str) -> tuple[Any, Any, list[Any], dict[str, list[float]]]:
+        """A fresh copy of ``bundle``'s model, its trainer and selection callbacks, after the Adam phase."""
         inner = load_model(bundle.path).model
         if policy != "float32":  # mixed precision (training_policy): the loaded model is float32
             inner = with_dtype_policy(inner, policy)
         model = inner
-        monitor = "val_accuracy"
         ramp: list[Any] = []
         if adv_w > 0:
             from .adversarial import AdversarialTrainer
 
-            model = AdversarialTrainer(inner, eps=cfg.attack_eps, eval_eps=cfg.eps, steps=cfg.pgd_steps,
+            model = AdversarialTrainer(inner, eps=attack_eps, eval_eps=cfg.eps, steps=cfg.pgd_steps,
                                        adversarial_weight=adv_w,
                                        fgsm_mix=cfg.fgsm_mix, eval_steps=val_steps,
                                        clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,
                                        objective=cfg.objective, trades_beta=cfg.trades_beta, dtype=policy,
                                        noise_fgsm=cfg.train_attack == "n-fgsm",
                                        predicted_labels=cfg.attack_predicted, **attention)
-            monitor = "val_score"
             if warmup:
                 from .adversarial import EpsWarmup
 
                 ramp = [EpsWarmup(model, warmup)]
-        vx, vy = data.val.x, data.val.y
         select: list[Any] = []
-        if cfg.fpr_weight > 0:  # scores every validation image: the fpr needs the full split
+        if cfg.fpr_weight > 0:
             from .adversarial import FprSelectionScore
 
-            select = [FprSelectionScore(inner, vx, bundle.labels_binary(vy), bundle.sensitive_indices, cfg.recall,
-                                        cfg.fpr_weight, min_clean)]
-            monitor = "val_select"
-        if adv_w > 0:  # the attacked validation costs a sixth of a round: the same subset as evaluate's
-            sub = val_subset(len(vx), cfg.seed)
-            vx, vy = vx[sub], vy[sub]
+            select = [FprSelectionScore(inner, *full_val, bundle.sensitive_indices, cfg.recall, cfg.fpr_weight,
+                                        min_clean)]
+        tb = keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard" / logs), write_graph=False,
+                                         update_freq="epoch", profile_batch=0)
         hist = fit_arrays(model, x, y, vx, vy, epochs=epochs, batch_size=cfg.batch_size,
                           optimizer="adam", learning_rate=cfg.learning_rate, sample_weight=w, seed=cfg.seed * 1000 + r,
                           final_learning_rate=cfg.final_learning_rate, ema_momentum=cfg.ema_momentum,
                           callbacks=[*ramp, *select, tb], description=f"round {r} adam", monitor=monitor)
+        return inner, model, select, hist
+
+    with strategy.scope():
+        inner, model, select, hist = adam(eps, f"round-{r}")
         warning = overfit_warning(hist, r, val_steps)
         if warning:
             _log(warning)
+            if cfg.overfit_fallback and adv_w > 0 and eps > cfg.eps:
+                _log(f"round {r}: retraining at train_eps = eps ({cfg.eps * 255:.3g}/255 instead of "
+                     f"{eps * 255:.3g}/255), here and in every later round (overfit_fallback)")
+                eps = cfg.eps
+                inner, model, select, hist = adam(eps, f"round-{r}-fallback")
+                warning = overfit_warning(hist, r, val_steps)
+                if warning:
+                    _log(warning)
         if cfg.sgd_epochs:
             fit_arrays(model, x, y, vx, vy, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
                        optimizer="sgd", learning_rate=cfg.sgd_learning_rate, sample_weight=w,
                        seed=cfg.seed * 1000 + r + 7, callbacks=select, description=f"round {r} sgd", monitor=monitor)
         if policy != "float32":  # saved and evaluated in float32, like the model it started from
             inner = with_dtype_policy(inner, "float32")
-    return inner
+    return inner, eps
+
+
+def round_train_eps(metrics: list[dict[str, Any]], cfg: HardenConfig) -> float:
+    """The training attack's budget for the next round: ``cfg.attack_eps``, or lower if an
+    earlier round fell back to ``cfg.eps`` (see ``HardenConfig.overfit_fallback``); read from
+    ``metrics`` so that ``--resume`` keeps it.
+
+    Example:
+        >>> cfg = HardenConfig()
+        >>> round(round_train_eps([{"round": 0}], cfg) * 255, 6)
+        10.0
+        >>> round(round_train_eps([{"round": 0}, {"round": 1, "train_eps": 8 / 255}], cfg) * 255, 6)
+        8.0
+    """
+    return min([cfg.attack_eps, *(float(m["train_eps"]) for m in metrics if m.get("train_eps") is not None)])
 
 
 #: Training (single-step) robust accuracy this far above the validation PGD one flags a round.
@@ -790,8 +826,9 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             if cfg.weights["adversarial"] > 0:  # made on the fly, one per training image and epoch
                 added["adversarial"] = (len(data.train.x) + len(ax)) * (epochs + cfg.sgd_epochs)
             t1 = time.perf_counter()
-            model = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg),
-                             warmup=warmup, policy=policy, epochs=epochs)
+            model, train_eps = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg),
+                                        warmup=warmup, policy=policy, epochs=epochs,
+                                        train_eps=round_train_eps(metrics, cfg))
             phases["retrain"] = time.perf_counter() - t1
             save_model(model, rdir / "model.keras", names, prev.sensitive_names)
             bundle = load_model(rdir / "model.keras")
@@ -804,7 +841,8 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
         t1 = time.perf_counter()
         _save_gallery(bundle, data, cfg, rdir, drift_idx)
         phases["gallery"] = time.perf_counter() - t1
-        m = {"round": r, **m, "start_round": None if r == 0 else start_from, "samples_added": added,
+        m = {"round": r, **m, "start_round": None if r == 0 else start_from,
+             "train_eps": None if r == 0 or cfg.weights["adversarial"] == 0 else train_eps, "samples_added": added,
              "seconds": time.perf_counter() - t0, "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
         metrics.append(m)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))

@@ -6,7 +6,8 @@ Reads only what ``harden run`` saved; no model is loaded or run:
   ``round, accuracy, fpr, miss_rate, robust_accuracy, pointing_game, item_recall, boxed_flagged,
   alone_flagged, threshold,
   samples_added{kind: n}, robust_by_eps{"eps": acc}, confusion [[tn, fp], [fn, tp]], seconds``,
-  and ``start_round`` (the round it retrained from, shown when not the one before).
+  ``start_round`` (the round it retrained from, shown when not the one before) and ``train_eps``
+  (the training attack's budget; lower than configured after an overfit fallback).
 * ``RUN_DIR/round-K/drift/*.png``: CAM overlays of the same test images every round.
 * ``RUN_DIR/round-K/top-loss.csv``: ``file,true_label,score,loss,overlay`` (overlay relative
   to RUN_DIR).

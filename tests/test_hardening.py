@@ -158,6 +158,7 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     ({"ema_momentum": 1.0}, r"expected 0 < ema_momentum < 1, got 1.0"),
     ({"pool_keep": "yes"}, r"expected pool_keep true or false, got 'yes'"),
     ({"attack_predicted": 1}, r"expected attack_predicted true or false, got 1"),
+    ({"overfit_fallback": "no"}, r"expected overfit_fallback true or false, got 'no'"),
     ({"train_attack": "pgd"}, r"expected train_attack one of 'fgsm', 'n-fgsm', got 'pgd'"),
     ({"attention_weight": -1}, r"expected attention_weight >= 0, got -1"),
     ({"attention_target": 0}, r"expected 0.0 < attention_target <= 1.0, got 0"),
@@ -322,6 +323,37 @@ def test_attention_weight_and_train_attack_reach_the_trainer(tiny_data: Path, tm
     seen.clear()
     loop.run(_cfg(tiny_data, tmp_path, "plain", rounds=1, pool=None, weights={"pool": 0}))
     assert seen and all(c == 3 and w == 0.0 and not nf for c, w, _, nf in seen)
+
+
+@pytest.mark.slow
+def test_overfit_fallback_retrains_at_eps_and_later_rounds_stay_there(tiny_data: Path, tmp_path: Path, monkeypatch,
+                                                                      capsys) -> None:
+    import hardenkit.train
+    from hardening import loop
+
+    real_fit = hardenkit.train.fit_arrays
+    seen = []
+
+    def fit(model, *a, **k):
+        seen.append((k["description"], round(model.eps * 255, 6)))
+        hist = real_fit(model, *a, **k)
+        if len(seen) == 1:  # only round 1's first Adam phase ends overfit
+            hist = {**hist, "robust_accuracy": [0.95], "val_robust_accuracy": [0.3]}
+        return hist
+
+    monkeypatch.setattr(hardenkit.train, "fit_arrays", fit)
+    cfg = _cfg(tiny_data, tmp_path, "fallback", pool=None, weights={"pool": 0})
+    res = loop.run(cfg)
+    assert seen == [("round 1 adam", 10.0), ("round 1 adam", 8.0), ("round 1 sgd", 8.0),
+                    ("round 2 adam", 8.0), ("round 2 sgd", 8.0)]
+    assert [m["train_eps"] for m in res.metrics] == [None, cfg.eps, cfg.eps]
+    assert "round 1: retraining at train_eps = eps (8/255 instead of 10/255)" in capsys.readouterr().err
+    assert (Path(cfg.out) / "tensorboard" / "round-1-fallback").is_dir()
+    seen.clear()  # switched off: only the warning, and the configured budget throughout
+    res = loop.run(_cfg(tiny_data, tmp_path, "warn-only", rounds=1, pool=None, weights={"pool": 0},
+                        overfit_fallback=False))
+    assert seen == [("round 1 adam", 10.0), ("round 1 sgd", 10.0)]
+    assert res.metrics[1]["train_eps"] == cfg.attack_eps
 
 
 def test_start_round_is_the_last_round_unless_it_collapsed() -> None:
