@@ -51,11 +51,12 @@ from .methods import METHODS as METHODS
 from .methods import CamMethod as CamMethod
 from .regions import Region as Region
 from .regions import hot_mask as hot_mask
+from .regions import label_items as label_items
 from .regions import overlay as overlay
 from .regions import regions as regions
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "CamMethod", "Explainer", "Region", "explain", "evaluate",
-           "hot_mask", "overlay", "regions"]
+           "hot_mask", "label_items", "overlay", "regions"]
 
 _LAZY = {"Explainer": "explainer", "explain": "explainer", "evaluate": "metrics"}
 

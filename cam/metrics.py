@@ -32,7 +32,7 @@ from hardenkit.modelio import sensitive_score
 from hardenkit.testkit import max_steps
 
 from .methods import DEFAULT_METHOD
-from .regions import hot_mask
+from .regions import hot_mask, label_items
 
 METRICS = ("deletion_auc", "insertion_auc", "pointing_game", "item_recall", "mprt_spearman")
 
@@ -183,13 +183,11 @@ def item_recall(maps: Sequence[np.ndarray] | np.ndarray, masks: Sequence[np.ndar
         >>> item_recall([m], [gt])
         0.5
     """
-    import cv2
-
     found = total = 0
     for mm, gt in _with_masks(maps, masks):
         hot = hot_mask(mm, threshold)
-        n, labels = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
-        total += n - 1
+        n, labels = label_items(gt)
+        total += n
         found += len(np.setdiff1d(np.unique(labels[hot]), [0]))
     return found / total if total else float("nan")
 

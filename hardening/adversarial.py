@@ -48,13 +48,14 @@ def item_channel(masks: Any) -> Any:
         >>> sorted(np.unique(item_channel(m)).tolist())
         [0.0, 1.0, 2.0]
     """
-    import cv2
     import numpy as np
+
+    from cam import label_items
 
     out = np.zeros((*np.shape(masks), 1), np.float32)
     for i, m in enumerate(masks):
-        n, labels = cv2.connectedComponents(np.asarray(m, np.uint8), connectivity=8)
-        if n > 1:
+        n, labels = label_items(m)
+        if n:
             out[i, ..., 0] = np.where(labels <= MAX_ITEMS, labels, 0)
     return out
 

@@ -196,17 +196,17 @@ def alone_flagged(bundle: Any, x: np.ndarray, masks: np.ndarray, threshold: floa
         >>> alone_flagged(bundle, test.x[sens], test.masks[sens], 0.5)  # doctest: +SKIP
         0.68
     """
-    import cv2
+    from cam import label_items
 
     rng = np.random.default_rng([seed, 12])
     views: list[np.ndarray] = []
     boxed: list[np.ndarray] = []
     owner: list[int] = []
     for im, gt in zip(x, masks):
-        n, labels = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
-        if n < 3:
+        n, labels = label_items(gt)
+        if n < 2:
             continue
-        for k in range(1, n):
+        for k in range(1, n + 1):
             others = (labels > 0) & (labels != k)
             views.append(noise_fill(im, item_boxes(gt, others) & (labels != k), rng))
             owner.append(len(boxed))

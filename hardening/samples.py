@@ -108,13 +108,13 @@ def _top_region_mask(cam_map: np.ndarray, threshold: float) -> np.ndarray:
 
 def _item_in_view(gt: np.ndarray, cover: np.ndarray, share: float) -> bool:
     """Whether some connected component of ``gt`` keeps at least ``share`` of its area uncovered."""
-    import cv2
+    from cam import label_items
 
-    n, labels = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
-    if n <= 1:
+    n, labels = label_items(gt)
+    if not n:
         return False
-    total = np.bincount(labels.ravel(), minlength=n)[1:]
-    seen = np.bincount(labels[~cover].ravel(), minlength=n)[1:]
+    total = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    seen = np.bincount(labels[~cover].ravel(), minlength=n + 1)[1:]
     return bool((seen >= share * total).any())
 
 
@@ -134,13 +134,13 @@ def item_boxes(gt: np.ndarray, touched: np.ndarray) -> np.ndarray:
         >>> int(item_boxes(gt, t).sum()), int(item_boxes(gt, ~t).sum())
         (2, 5)
     """
-    import cv2
+    from cam import label_items
 
     out = np.zeros(gt.shape, bool)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(gt.astype(np.uint8), connectivity=8)
+    _, labels = label_items(gt)
     for k in np.setdiff1d(np.unique(labels[touched]), [0]):
-        x, y, w, h = stats[k, :4]
-        out[y:y + h, x:x + w] = True
+        ys, xs = np.nonzero(labels == k)
+        out[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
     return out
 
 

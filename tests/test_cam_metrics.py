@@ -76,6 +76,17 @@ def test_item_recall_counts_regions_over_all_images() -> None:
     assert item_recall(np.zeros((1, 4, 4)), [np.ones((8, 8), bool)]) == 0.0  # resized, all-zero map
 
 
+def test_label_items_counts_8_connected_components() -> None:
+    from cam import label_items
+
+    gt = np.zeros((6, 6), np.uint8)
+    gt[0, 0] = gt[1, 1] = 1  # diagonal neighbours: one item
+    gt[4:6, 4:6] = 1
+    n, labels = label_items(gt)
+    assert n == 2 and labels[0, 0] == labels[1, 1] != labels[5, 5] and labels[3, 3] == 0
+    assert label_items(np.zeros((3, 3), bool))[0] == 0
+
+
 def test_random_maps_are_seeded_smooth_and_in_unit_range() -> None:
     a, b = random_maps([(16, 16), (9, 12)], seed=3), random_maps([(16, 16), (9, 12)], seed=3)
     assert [m.shape for m in a] == [(16, 16), (9, 12)]
