@@ -826,9 +826,9 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             if cfg.weights["adversarial"] > 0:  # made on the fly, one per training image and epoch
                 added["adversarial"] = (len(data.train.x) + len(ax)) * (epochs + cfg.sgd_epochs)
             t1 = time.perf_counter()
+            planned = round_train_eps(metrics, cfg)
             model, train_eps = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg),
-                                        warmup=warmup, policy=policy, epochs=epochs,
-                                        train_eps=round_train_eps(metrics, cfg))
+                                        warmup=warmup, policy=policy, epochs=epochs, train_eps=planned)
             phases["retrain"] = time.perf_counter() - t1
             save_model(model, rdir / "model.keras", names, prev.sensitive_names)
             bundle = load_model(rdir / "model.keras")
@@ -842,7 +842,8 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
         _save_gallery(bundle, data, cfg, rdir, drift_idx)
         phases["gallery"] = time.perf_counter() - t1
         m = {"round": r, **m, "start_round": None if r == 0 else start_from,
-             "train_eps": None if r == 0 or cfg.weights["adversarial"] == 0 else train_eps, "samples_added": added,
+             "train_eps": None if r == 0 or cfg.weights["adversarial"] == 0 else train_eps,
+             "overfit_fallback": r > 0 and train_eps < planned, "samples_added": added,
              "seconds": time.perf_counter() - t0, "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
         metrics.append(m)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))

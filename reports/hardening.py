@@ -7,7 +7,8 @@ Reads only what ``harden run`` saved; no model is loaded or run:
   alone_flagged, threshold,
   samples_added{kind: n}, robust_by_eps{"eps": acc}, confusion [[tn, fp], [fn, tp]], seconds``,
   ``start_round`` (the round it retrained from, shown when not the one before) and ``train_eps``
-  (the training attack's budget; lower than configured after an overfit fallback).
+  (the training attack's budget), ``overfit_fallback`` (true for the round whose training
+  overfit and was redone at ``eps``).
 * ``RUN_DIR/round-K/drift/*.png``: CAM overlays of the same test images every round.
 * ``RUN_DIR/round-K/top-loss.csv``: ``file,true_label,score,loss,overlay`` (overlay relative
   to RUN_DIR).
@@ -109,11 +110,11 @@ def format_round_line(m: dict[str, Any]) -> str:
         ...                    "seconds": 12.0, "start_round": 0})
         'round 2: acc 90.0%  fpr 10.0%  miss -  robust -  pointing -  item rec -  boxed -  alone -  +3 samples  12s (from round 0)'
     """
-    src = restarted_from(m)
+    notes = round_notes(m)
     secs = _metric(m, "seconds")
     cells = "  ".join(f"{label} {h.pct(_metric(m, k))}" for k, label in _TABLE_COLUMNS)
     return (f"round {m.get('round', '?')}: {cells}  +{sum(_added(m).values())} samples  "
-            f"{'-' if secs is None else f'{secs:.0f}'}s" + ("" if src is None else f" (from round {src})"))
+            f"{'-' if secs is None else f'{secs:.0f}'}s" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 # ---- sections -------------------------------------------------------------------------------
@@ -134,12 +135,33 @@ def restarted_from(m: dict[str, Any]) -> int | None:
     return src if isinstance(src, int) and m["round"] > 0 and src != m["round"] - 1 else None
 
 
+def round_notes(m: dict[str, Any]) -> list[str]:
+    """What set a round apart: "from round k" if it restarted from an earlier round (see
+    :func:`restarted_from`), "overfit: retrained at e/255" if its training overfit and was redone
+    at the measured budget (``overfit_fallback`` in ``metrics.json``).
+
+    Example:
+        >>> round_notes({"round": 3, "start_round": 1, "overfit_fallback": True, "train_eps": 8 / 255})
+        ['from round 1', 'overfit: retrained at 8/255']
+        >>> round_notes({"round": 3, "start_round": 2})
+        []
+    """
+    notes = []
+    src = restarted_from(m)
+    if src is not None:
+        notes.append(f"from round {src}")
+    eps = _metric(m, "train_eps")
+    if m.get("overfit_fallback") and eps is not None:
+        notes.append(f"overfit: retrained at {eps * 255:.3g}/255")
+    return notes
+
+
 def _round_cell(m: dict[str, Any]) -> str:
-    """The round number; "(baseline)" for round 0, "(from round k)" if it restarted from an earlier round."""
+    """The round number; "(baseline)" for round 0, else with its :func:`round_notes`."""
     if m["round"] == 0:
         return "0 (baseline)"
-    src = restarted_from(m)
-    return str(m["round"]) if src is None else f"{m['round']} (from round {src})"
+    notes = round_notes(m)
+    return f"{m['round']} ({'; '.join(notes)})" if notes else str(m["round"])
 
 
 def _metrics_table(metrics: list[dict[str, Any]]) -> str:

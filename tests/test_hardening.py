@@ -347,7 +347,10 @@ def test_overfit_fallback_retrains_at_eps_and_later_rounds_stay_there(tiny_data:
     assert seen == [("round 1 adam", 10.0), ("round 1 adam", 8.0), ("round 1 sgd", 8.0),
                     ("round 2 adam", 8.0), ("round 2 sgd", 8.0)]
     assert [m["train_eps"] for m in res.metrics] == [None, cfg.eps, cfg.eps]
-    assert "round 1: retraining at train_eps = eps (8/255 instead of 10/255)" in capsys.readouterr().err
+    assert [m["overfit_fallback"] for m in res.metrics] == [False, True, False]
+    out, err = capsys.readouterr()
+    assert "round 1: retraining at train_eps = eps (8/255 instead of 10/255)" in err
+    assert "(overfit: retrained at 8/255)" in out.splitlines()[1] and "overfit" not in out.splitlines()[2]
     assert (Path(cfg.out) / "tensorboard" / "round-1-fallback").is_dir()
     seen.clear()  # switched off: only the warning, and the configured budget throughout
     res = loop.run(_cfg(tiny_data, tmp_path, "warn-only", rounds=1, pool=None, weights={"pool": 0},

@@ -40,7 +40,8 @@ def run_dir(tmp_path: Path) -> Path:
     """A fake 3-round hardening run: metrics, drift overlays, top-loss CSVs, config."""
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.json").write_text(json.dumps([{**_round(r), "start_round": (None, 0, 0)[r]} for r in range(3)],
+    (run / "metrics.json").write_text(json.dumps([{**_round(r), "start_round": (None, 0, 0)[r], "overfit_fallback": r == 1,
+                                                   "train_eps": None if r == 0 else 8 / 255} for r in range(3)],
                                                  indent=2))
     (run / "config.json").write_text(json.dumps({"rounds": 2, "eps": 0.0314, "weights": {"pool": 1.0}}))
     for r in range(3):
@@ -97,6 +98,8 @@ def test_hardening_report_contents(run_dir: Path) -> None:
     assert "round 0 (baseline)" in drift and "round 2" in drift and "round 1" not in drift
     assert "85.0%" in _table(text, "metrics-table")  # round 1 accuracy as a percentage
     assert "2 (from round 0)" in _table(text, "metrics-table") and "1 (from" not in text  # round 2 restarted
+    assert "1 (overfit: retrained at 8/255)" in _table(text, "metrics-table")  # round 1's training overfit
+    assert text.count("overfit: retrained") == 1
     assert "Not measured" not in text
     assert out.stat().st_mode & 0o044, "a report is shared: not private like the atomic temp file"
 
