@@ -504,7 +504,6 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         attention = {"attention_weight": cfg.attention_weight, "attention_target": cfg.attention_target,
                      "sensitive_indices": tuple(bundle.sensitive_indices)}
     vx, vy = data.val.x, data.val.y
-    full_val = (vx, bundle.labels_binary(vy))  # the fpr selection scores every validation image
     monitor = "val_select" if cfg.fpr_weight > 0 else "val_score" if adv_w > 0 else "val_accuracy"
     if adv_w > 0:  # the attacked validation costs a sixth of a round: the same subset as evaluate's
         sub = val_subset(len(vx), cfg.seed)
@@ -533,11 +532,11 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
 
                 ramp = [EpsWarmup(model, warmup)]
         select: list[Any] = []
-        if cfg.fpr_weight > 0:
+        if cfg.fpr_weight > 0:  # scores every validation image: the fpr needs the full split
             from .adversarial import FprSelectionScore
 
-            select = [FprSelectionScore(inner, *full_val, bundle.sensitive_indices, cfg.recall, cfg.fpr_weight,
-                                        min_clean)]
+            select = [FprSelectionScore(inner, data.val.x, bundle.labels_binary(data.val.y), bundle.sensitive_indices,
+                                        cfg.recall, cfg.fpr_weight, min_clean)]
         tb = keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard" / logs), write_graph=False,
                                          update_freq="epoch", profile_batch=0)
         hist = fit_arrays(model, x, y, vx, vy, epochs=epochs, batch_size=cfg.batch_size,
