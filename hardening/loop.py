@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hardenkit.cli import format_budget
 from hardenkit.errors import UsageError
 from hardenkit.imageio import atomic_write_text, iter_images, read_image, resize, write_image
 
@@ -551,8 +552,8 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         if warning:
             _log(warning)
             if cfg.overfit_fallback and adv_w > 0 and eps > cfg.eps:
-                _log(f"round {r}: retraining at train_eps = eps ({cfg.eps * 255:.3g}/255 instead of "
-                     f"{eps * 255:.3g}/255), here and in every later round (overfit_fallback)")
+                _log(f"round {r}: retraining at train_eps = eps ({format_budget(cfg.eps)} instead of "
+                     f"{format_budget(eps)}), here and in every later round (overfit_fallback)")
                 eps = cfg.eps
                 inner, model, select, hist = adam(eps, f"round-{r}-fallback")
                 warning = overfit_warning(hist, r, val_steps)

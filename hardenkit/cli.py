@@ -143,3 +143,14 @@ def parse_fraction(value: str) -> float:
         return float(value)
     except (ValueError, ZeroDivisionError):
         raise UsageError(f"expected a number or fraction like 8/255, got {value!r}") from None
+
+
+def format_budget(eps: float) -> str:
+    """An L-inf budget in units of a pixel level, the way ``--eps`` takes it (inverse of
+    :func:`parse_fraction` for such budgets).
+
+    Example:
+        >>> format_budget(8 / 255), format_budget(0.05)
+        ('8/255', '12.8/255')
+    """
+    return f"{eps * 255:.3g}/255"

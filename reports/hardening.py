@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from hardenkit.cli import format_budget
 from hardenkit.errors import UsageError
 
 from . import _html as h
@@ -152,7 +153,7 @@ def round_notes(m: dict[str, Any]) -> list[str]:
         notes.append(f"from round {src}")
     eps = _metric(m, "train_eps")
     if m.get("overfit_fallback") and eps is not None:
-        notes.append(f"overfit: retrained at {eps * 255:.3g}/255")
+        notes.append(f"overfit: retrained at {format_budget(eps)}")
     return notes
 
 

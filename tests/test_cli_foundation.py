@@ -109,3 +109,10 @@ def test_harden_run_mixed_precision_flags(flags: list[str], expected, tmp_path: 
     res = _runner().invoke(harden, ["run", "--out", str(tmp_path / "run"), *flags])
     assert res.exit_code == 0, res.output
     assert seen == [expected]
+
+
+@pytest.mark.parametrize("text", ["8/255", "4/255", "12.8/255", "1/255"])
+def test_format_budget_round_trips_through_parse_fraction(text: str) -> None:
+    from hardenkit.cli import format_budget, parse_fraction
+
+    assert format_budget(parse_fraction(text)) == text
