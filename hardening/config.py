@@ -17,7 +17,10 @@ from typing import Any, Callable
 
 from hardenkit.errors import ConfigError
 
-SAMPLE_KINDS = ("cam_erasure", "attention", "adversarial", "jacobian", "pool")
+SAMPLE_KINDS = ("cam_erasure", "attention", "adversarial", "jacobian", "pool", "hard")
+
+#: Each kind's weight when ``harden.toml`` does not set it (``hard`` is off unless asked for).
+DEFAULT_WEIGHTS = {**{k: 1.0 for k in SAMPLE_KINDS}, "hard": 0.0}
 
 #: What a CAM erasure sample covers, see :func:`hardening.samples.erasure_samples`.
 ERASURE_COVERS = ("region", "item", "found")
@@ -200,7 +203,10 @@ class HardenConfig:
             every erasure sample) on the same scenes, seed 0: 0.898 / 0.130 / 0.550 / 0.781 /
             0.145 against 0.9's 0.898 / 0.070 / 0.588 / 0.790 / 0.030, rerun with the same
             code and figures as above. Defaults to 0.9.
-        weights: Training weight per sample kind (0 = off). The Jacobian boundary samples
+        weights: Training weight per sample kind (0 = off); every kind defaults to 1 except
+            ``hard`` (0): copies of the training images the current model gets wrong at the
+            threshold that holds ``recall`` (normal images it flags, sensitive ones it misses;
+            :func:`hardening.samples.hard_samples`), the cases that set the fpr. The Jacobian boundary samples
             carry a good part of the robustness on the demo data: without them (``jacobian =
             0``, seed 0) round 5 PGD accuracy was 0.517 instead of 0.595 (accuracy 0.888, fpr
             0.140); with twice as many seeds (``jacobian_seeds = 600``) 0.592, at fpr 0.265.
@@ -309,7 +315,7 @@ class HardenConfig:
     erasure_item_visible: float | None = None
     erasure_cover: str = "item"
     erasure_confidence: float = 0.9
-    weights: dict[str, float] = field(default_factory=lambda: {k: 1.0 for k in SAMPLE_KINDS})
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     max_per_kind: int = 500
     jacobian_seeds: int = 300
     jacobian_lambda: float = 0.03
@@ -385,7 +391,7 @@ class HardenConfig:
         for k, w in self.weights.items():
             if not isinstance(w, (int, float)) or w < 0:
                 raise ConfigError(f"expected weights.{k} >= 0, got {w!r}")
-        full = {k: float(self.weights.get(k, 1.0)) for k in SAMPLE_KINDS}
+        full = {k: float(self.weights.get(k, DEFAULT_WEIGHTS[k])) for k in SAMPLE_KINDS}
         object.__setattr__(self, "weights", full)
 
     @property

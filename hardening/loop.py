@@ -44,9 +44,10 @@ import numpy as np
 from hardenkit.cli import format_budget
 from hardenkit.errors import UsageError
 from hardenkit.imageio import atomic_write_text, iter_images, read_image, resize, write_image
+from hardenkit.modelio import sensitive_score
 
 from .config import SAMPLE_KINDS, HardenConfig
-from .samples import SampleSet, attention_samples, erasure_samples, item_boxes, noise_fill
+from .samples import SampleSet, attention_samples, erasure_samples, hard_samples, item_boxes, noise_fill
 
 METRIC_KEYS = ("accuracy", "fpr", "miss_rate", "robust_accuracy", "pointing_game", "item_recall", "boxed_flagged",
                "alone_flagged")
@@ -360,9 +361,11 @@ def with_demo_pool(cfg: HardenConfig, data_dir: str | Path) -> HardenConfig:
 
 
 def make_samples(
-    bundle: Any, data: _Data, cfg: HardenConfig, r: int, used_pool: set[str], progress: Callable[[str], None]
+    bundle: Any, data: _Data, cfg: HardenConfig, r: int, used_pool: set[str], progress: Callable[[str], None],
+    threshold: float | None = None,
 ) -> list[SampleSet]:
-    """All new samples of round ``r`` (review-queued ones included, flagged)."""
+    """All new samples of round ``r`` (review-queued ones included, flagged); ``threshold``:
+    ``bundle``'s val threshold at ``cfg.recall``, which the ``hard`` kind needs."""
     from attacks import jacobian_boundary
 
     rng = np.random.default_rng([cfg.seed, r])
@@ -376,6 +379,8 @@ def make_samples(
     yb = bundle.labels_binary(tr.y)
     right_sens = np.flatnonzero((yb == 1) & (pred == tr.y))
     cap = cfg.max_per_kind
+    if cfg.weights["hard"] > 0 and threshold is not None:
+        sets.append(hard_samples(tr.x, tr.y, sensitive_score(probs, sens_idx), yb == 1, threshold, cap))
     need_maps = cfg.weights["cam_erasure"] > 0 or cfg.weights["attention"] > 0
     if need_maps and len(right_sens):
         progress("cam")
@@ -805,7 +810,8 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
                      f"{metrics[-1]['val_accuracy']:.3f}); starting from round {start_from}, the latest that did not")
             prev = load_model(_round_dir(out, start_from) / "model.keras")
             with progress_bar(None, f"round {r} samples") as adv:
-                sets = make_samples(prev, data, cfg, r, used_pool, lambda phase: adv(1))
+                thr = next(m["threshold"] for m in metrics if m["round"] == start_from)
+                sets = make_samples(prev, data, cfg, r, used_pool, lambda phase: adv(1), thr)
             phases["samples"] = time.perf_counter() - t0
             n_review = _write_review(out, r, sets, names)
             keep_x, keep_y, keep_w, keep_k = [], [], [], []

@@ -27,7 +27,7 @@ class SampleSet:
     """New samples of one kind.
 
     Attributes:
-        kind: ``cam_erasure``, ``attention``, ``adversarial``, ``jacobian`` or ``pool``.
+        kind: ``cam_erasure``, ``attention``, ``adversarial``, ``jacobian``, ``pool`` or ``hard``.
         x: Images (N, H, W, 3) float32.
         y: Class labels (N,).
         review: True where the label is a guess that needs a person (not trained on).
@@ -256,3 +256,40 @@ def attention_samples(
     if not xs:
         return SampleSet.empty("attention", images.shape[1:])
     return SampleSet("attention", np.stack(xs), np.array(ys, np.int32), np.zeros(len(xs), bool), np.array(src))
+
+
+def hard_samples(
+    images: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    sensitive: np.ndarray,
+    threshold: float,
+    cap: int,
+) -> SampleSet:
+    """Copies of the images the model gets wrong at ``threshold``, with their own labels.
+
+    A normal image scored at or above the threshold (a false positive) or a sensitive one
+    below it (a miss) is what the fpr at a fixed recall counts; training on it again gives
+    those cases more weight. At most ``cap``, the furthest on the wrong side first.
+
+    Args:
+        images: (N, H, W, 3) images.
+        labels: (N,) class labels.
+        scores: (N,) the model's sensitive score.
+        sensitive: (N,) bool, the image is of a sensitive class.
+        threshold: The sensitive-score threshold that flags.
+        cap: Most samples to return.
+
+    Example:
+        >>> x = np.zeros((4, 2, 2, 3), np.float32)
+        >>> s = hard_samples(x, np.array([0, 0, 1, 1]), np.array([0.9, 0.1, 0.2, 0.8]),
+        ...                  np.array([False, False, True, True]), 0.5, cap=10)
+        >>> s.kind, s.source.tolist(), s.y.tolist()
+        ('hard', [0, 2], [0, 1])
+    """
+    wrong = np.flatnonzero(np.where(sensitive, scores < threshold, scores >= threshold))
+    if not len(wrong) or cap <= 0:
+        return SampleSet.empty("hard", images.shape[1:])
+    keep = np.sort(wrong[np.argsort(-np.abs(scores[wrong] - threshold), kind="stable")[:cap]])
+    return SampleSet("hard", images[keep].astype(np.float32), labels[keep].astype(np.int32),
+                     np.zeros(len(keep), bool), keep)

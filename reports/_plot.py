@@ -29,6 +29,7 @@ PALETTE: dict[str, str] = {
     "adversarial": "#D55E00",
     "jacobian": "#CC79A7",
     "pool": "#E69F00",
+    "hard": "#56B4E9",
     # mosaic statuses and scores
     "clean": "#009E73",
     "censored": "#0072B2",
@@ -61,7 +62,7 @@ LABELS: dict[str, str] = {
     "boxed_flagged": "flagged with every item boxed",
     "alone_flagged": "items flagged alone",
     "cam_erasure": "CAM erasure", "attention": "wrong attention", "adversarial": "adversarial (PGD)",
-    "jacobian": "Jacobian / boundary", "pool": "pool mining",
+    "jacobian": "Jacobian / boundary", "pool": "pool mining", "hard": "hard cases",
 }
 
 

@@ -34,7 +34,7 @@ QUALITY_METRICS = ("accuracy", "robust_accuracy", "item_recall", "pointing_game"
 ERROR_METRICS = ("fpr", "miss_rate", "boxed_flagged")
 ROUND_METRICS = QUALITY_METRICS + ERROR_METRICS
 #: Kinds of samples a round adds, in stacking order (unknown kinds are appended).
-SAMPLE_KINDS = ("cam_erasure", "attention", "adversarial", "jacobian", "pool")
+SAMPLE_KINDS = ("cam_erasure", "attention", "adversarial", "jacobian", "pool", "hard")
 TOP_LOSS_COLUMNS = ("file", "true_label", "score", "loss", "overlay")
 
 _TABLE_COLUMNS = (("accuracy", "acc"), ("fpr", "fpr"), ("miss_rate", "miss"), ("robust_accuracy", "robust"),

@@ -10,7 +10,7 @@ import pytest
 from hardenkit.errors import ConfigError, UsageError
 from hardenkit.modelio import load_model
 from hardening.config import HardenConfig
-from hardening.samples import SampleSet, attention_samples, erasure_samples
+from hardening.samples import SampleSet, attention_samples, erasure_samples, hard_samples
 
 
 def _blob_map(h: int, w: int, centers: list[tuple[int, int]], r: int = 2) -> np.ndarray:
@@ -138,6 +138,22 @@ def test_attention_samples_cover_wrong_place_never_the_truth() -> None:
     assert not np.allclose(s.x[0][maps[0] > 0], 0.2)
 
 
+def test_hard_samples_are_the_wrong_side_of_the_threshold_furthest_first() -> None:
+    x = np.arange(6, dtype=np.float32)[:, None, None, None] * np.ones((6, 2, 2, 3), np.float32)
+    y = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.9, 0.6, 0.1, 0.2, 0.45, 0.8])  # flagged normals 0, 1; missed sensitive 3, 4
+    s = hard_samples(x, y, scores, y == 1, threshold=0.5, cap=10)
+    assert s.kind == "hard" and s.source.tolist() == [0, 1, 3, 4] and s.y.tolist() == [0, 0, 1, 1]
+    assert np.array_equal(s.x, x[[0, 1, 3, 4]]) and not s.review.any()
+    assert hard_samples(x, y, scores, y == 1, 0.5, cap=2).source.tolist() == [0, 3]  # 0.4 and 0.3 past it
+    assert len(hard_samples(x, y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), y == 1, 0.5, cap=10)) == 0
+
+
+def test_hard_kind_is_off_unless_weighted() -> None:
+    assert HardenConfig().weights["hard"] == 0.0 and HardenConfig().weights["jacobian"] == 1.0
+    assert HardenConfig(weights={"hard": 2}).weights == {**HardenConfig().weights, "hard": 2.0}
+
+
 @pytest.mark.parametrize("kw, match", [
     ({"rounds": 0}, "expected rounds >= 1, got 0"),
     ({"eps": 2.0}, r"expected 0.0 <= eps <= 1.0, got 2.0"),
@@ -218,7 +234,8 @@ def _cfg(tiny_data: Path, tmp_path: Path, out: str, **kw) -> HardenConfig:
 def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
     from hardening import loop
 
-    full = loop.run(_cfg(tiny_data, tmp_path, "full"))
+    hard = {"weights": {"hard": 1.0}}  # the kind that reads the start round's threshold back from metrics.json
+    full = loop.run(_cfg(tiny_data, tmp_path, "full", **hard))
     out = Path(full.out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["round"] for m in metrics] == [0, 1, 2]
@@ -257,7 +274,7 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
         return real(prev, data, *a, **k)
 
     monkeypatch.setattr(loop, "_retrain", dying)
-    cfg = _cfg(tiny_data, tmp_path, "killed")
+    cfg = _cfg(tiny_data, tmp_path, "killed", **hard)
     with pytest.raises(KeyboardInterrupt):
         loop.run(cfg)
     assert loop.finished_rounds(cfg.out) == [0, 1]
@@ -265,7 +282,7 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
     with pytest.raises(UsageError, match="holds a run already"):
         loop.run(cfg)
     resumed = loop.run(cfg, resume=True)
-    keys = ("accuracy", "fpr", "miss_rate", "robust_accuracy", "item_recall")
+    keys = ("accuracy", "fpr", "miss_rate", "robust_accuracy", "item_recall", "samples_added")
     assert [[m[k] for k in keys] for m in resumed.metrics] == [[m[k] for k in keys] for m in full.metrics]
 
 
