@@ -19,6 +19,9 @@ from hardenkit.errors import ConfigError
 
 SAMPLE_KINDS = ("cam_erasure", "attention", "adversarial", "jacobian", "pool", "hard")
 
+#: Each kind's weight when ``harden.toml`` does not set it: ``hard`` is off unless asked for.
+DEFAULT_WEIGHTS = {**{k: 1.0 for k in SAMPLE_KINDS}, "hard": 0.0}
+
 #: What a CAM erasure sample covers, see :func:`hardening.samples.erasure_samples`.
 ERASURE_COVERS = ("region", "item", "found")
 
@@ -218,7 +221,12 @@ class HardenConfig:
             0.612, item recall 0.896 vs 0.939, miss rate 0.068 vs 0.049); 111-378 hard samples
             a round, rounds 2% longer. The flagged normal images were mostly the skin-toned
             squares with a dark centre, the missed sensitive ones single small items. So:
-            lower fpr and higher accuracy on every seed, item recall and miss rate worse.
+            lower fpr and higher accuracy on every seed, item recall and miss rate worse. On the
+            strong scenes baseline of ``train_attack`` (seed 0, one thread) it brought the
+            catastrophic overfitting back: round 1 overfit at 10/255 and again at 8/255 after
+            ``overfit_fallback`` (training robust 0.78 against validation PGD-3 0.47), robust
+            accuracy 0.112 / 0.022 at rounds 1-2 against 0.242 / 0.388 without it (fpr 0.490 /
+            0.195 against 0.310 / 0.250). So off (0) by default; the other kinds default to 1.
             The Jacobian boundary samples
             carry a good part of the robustness on the demo data: without them (``jacobian =
             0``, seed 0) round 5 PGD accuracy was 0.517 instead of 0.595 (accuracy 0.888, fpr
@@ -328,7 +336,7 @@ class HardenConfig:
     erasure_item_visible: float | None = None
     erasure_cover: str = "item"
     erasure_confidence: float = 0.9
-    weights: dict[str, float] = field(default_factory=lambda: {k: 1.0 for k in SAMPLE_KINDS})
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     max_per_kind: int = 500
     jacobian_seeds: int = 300
     jacobian_lambda: float = 0.03
@@ -404,7 +412,7 @@ class HardenConfig:
         for k, w in self.weights.items():
             if not isinstance(w, (int, float)) or w < 0:
                 raise ConfigError(f"expected weights.{k} >= 0, got {w!r}")
-        full = {k: float(self.weights.get(k, 1.0)) for k in SAMPLE_KINDS}
+        full = {k: float(self.weights.get(k, DEFAULT_WEIGHTS[k])) for k in SAMPLE_KINDS}
         object.__setattr__(self, "weights", full)
 
     @property

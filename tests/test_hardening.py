@@ -149,9 +149,9 @@ def test_hard_samples_are_the_wrong_side_of_the_threshold_furthest_first() -> No
     assert len(hard_samples(x, y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), y == 1, 0.5, cap=10)) == 0
 
 
-def test_hard_kind_is_on_by_default_and_can_be_switched_off() -> None:
-    assert HardenConfig().weights["hard"] == 1.0
-    assert HardenConfig(weights={"hard": 0}).weights == {**HardenConfig().weights, "hard": 0.0}
+def test_hard_kind_is_off_unless_weighted() -> None:
+    assert HardenConfig().weights["hard"] == 0.0 and HardenConfig().weights["jacobian"] == 1.0
+    assert HardenConfig(weights={"hard": 2}).weights == {**HardenConfig().weights, "hard": 2.0}
 
 
 def test_make_samples_adds_the_hard_cases_at_the_start_models_threshold() -> None:
@@ -170,10 +170,10 @@ def test_make_samples_adds_the_hard_cases_at_the_start_models_threshold() -> Non
     thr = float(np.median(score))
     wrong = np.flatnonzero(np.where(y == 1, score < thr, score >= thr))
     off = {"cam_erasure": 0, "attention": 0, "adversarial": 0, "jacobian": 0, "pool": 0}
-    sets = make_samples(bundle, data, HardenConfig(weights=off), 1, set(), lambda phase: None, thr)
+    sets = make_samples(bundle, data, HardenConfig(weights={**off, "hard": 1}), 1, set(), lambda phase: None, thr)
     assert [s.kind for s in sets] == ["hard"] and len(wrong) > 0
     assert sorted(sets[0].source.tolist()) == wrong.tolist() and sets[0].y.tolist() == y[wrong].tolist()
-    assert make_samples(bundle, data, HardenConfig(weights={**off, "hard": 0}), 1, set(), lambda p: None, thr) == []
+    assert make_samples(bundle, data, HardenConfig(weights=off), 1, set(), lambda p: None, thr) == []  # off by default
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -256,7 +256,8 @@ def _cfg(tiny_data: Path, tmp_path: Path, out: str, **kw) -> HardenConfig:
 def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:
     from hardening import loop
 
-    full = loop.run(_cfg(tiny_data, tmp_path, "full"))
+    hard = {"weights": {"hard": 1.0}}  # the kind that reads the start round's threshold back from metrics.json
+    full = loop.run(_cfg(tiny_data, tmp_path, "full", **hard))
     out = Path(full.out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["round"] for m in metrics] == [0, 1, 2]
@@ -295,7 +296,7 @@ def test_run_writes_rounds_and_resume_matches_uninterrupted(tiny_data: Path, tmp
         return real(prev, data, *a, **k)
 
     monkeypatch.setattr(loop, "_retrain", dying)
-    cfg = _cfg(tiny_data, tmp_path, "killed")
+    cfg = _cfg(tiny_data, tmp_path, "killed", **hard)
     with pytest.raises(KeyboardInterrupt):
         loop.run(cfg)
     assert loop.finished_rounds(cfg.out) == [0, 1]
