@@ -7,8 +7,8 @@ Round 0 evaluates the starting model. Every round r >= 1 takes the previous roun
    (labelled from the masks, else queued for review) and keeps those the model now misjudges;
 2. covers wrong-place attention (map peak outside the mask) with noise, label kept;
 3. walks seeds toward the boundary (Jacobian samples) and mines a pool, if given, and, if
-   weighted (``hard``, off by default), copies the training images the model gets wrong at
-   its val threshold (flagged normal images, missed sensitive ones);
+   copies the training images the model gets wrong at its val threshold (``hard``: by
+   default the normal images it flags, see ``HardenConfig.hard_cases``);
 4. retrains it (Adam, then an SGD finish), class-balanced,
    each kind weighted by the config (samples of earlier rounds replayed, at most
    ``replay_max`` of them; labelled pool images, real data, every round), with
@@ -382,7 +382,8 @@ def make_samples(
     right_sens = np.flatnonzero((yb == 1) & (pred == tr.y))
     cap = cfg.max_per_kind
     if cfg.weights["hard"] > 0 and threshold is not None:
-        sets.append(hard_samples(tr.x, tr.y, sensitive_score(probs, sens_idx), yb == 1, threshold, cap))
+        sets.append(hard_samples(tr.x, tr.y, sensitive_score(probs, sens_idx), yb == 1, threshold, cap,
+                                 cfg.hard_cases))
     need_maps = cfg.weights["cam_erasure"] > 0 or cfg.weights["attention"] > 0
     if need_maps and len(right_sens):
         progress("cam")

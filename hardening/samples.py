@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import ERASURE_COVERS
+from .config import ERASURE_COVERS, HARD_CASES
 
 
 @dataclass
@@ -265,6 +265,7 @@ def hard_samples(
     sensitive: np.ndarray,
     threshold: float,
     cap: int,
+    cases: str = "both",
 ) -> SampleSet:
     """Copies of the images the model gets wrong at ``threshold``, with their own labels.
 
@@ -279,6 +280,7 @@ def hard_samples(
         sensitive: (N,) bool, the image is of a sensitive class.
         threshold: The sensitive-score threshold that flags.
         cap: Most samples to return.
+        cases: ``"both"``, ``"flagged"`` (false positives only) or ``"missed"`` (misses only).
 
     Example:
         >>> x = np.zeros((4, 2, 2, 3), np.float32)
@@ -286,8 +288,15 @@ def hard_samples(
         ...                  np.array([False, False, True, True]), 0.5, cap=10)
         >>> s.kind, s.source.tolist(), s.y.tolist()
         ('hard', [0, 2], [0, 1])
+        >>> hard_samples(x, np.array([0, 0, 1, 1]), np.array([0.9, 0.1, 0.2, 0.8]),
+        ...              np.array([False, False, True, True]), 0.5, cap=10, cases="flagged").source.tolist()
+        [0]
     """
-    wrong = np.flatnonzero(np.where(sensitive, scores < threshold, scores >= threshold))
+    if cases not in HARD_CASES:
+        raise ValueError(f"expected cases one of {', '.join(HARD_CASES)}, got {cases!r}")
+    missed = sensitive & (scores < threshold) if cases != "flagged" else np.zeros(len(scores), bool)
+    flagged = ~sensitive & (scores >= threshold) if cases != "missed" else np.zeros(len(scores), bool)
+    wrong = np.flatnonzero(missed | flagged)
     if not len(wrong) or cap <= 0:
         return SampleSet.empty("hard", images.shape[1:])
     keep = np.sort(wrong[np.argsort(-np.abs(scores[wrong] - threshold), kind="stable")[:cap]])

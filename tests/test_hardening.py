@@ -147,11 +147,15 @@ def test_hard_samples_are_the_wrong_side_of_the_threshold_furthest_first() -> No
     assert np.array_equal(s.x, x[[0, 1, 3, 4]]) and not s.review.any()
     assert hard_samples(x, y, scores, y == 1, 0.5, cap=2).source.tolist() == [0, 3]  # 0.4 and 0.3 past it
     assert len(hard_samples(x, y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), y == 1, 0.5, cap=10)) == 0
+    assert hard_samples(x, y, scores, y == 1, 0.5, cap=10, cases="flagged").source.tolist() == [0, 1]
+    assert hard_samples(x, y, scores, y == 1, 0.5, cap=10, cases="missed").source.tolist() == [3, 4]
+    with pytest.raises(ValueError, match="cases"):
+        hard_samples(x, y, scores, y == 1, 0.5, cap=10, cases="normal")
 
 
-def test_hard_kind_is_off_unless_weighted() -> None:
-    assert HardenConfig().weights["hard"] == 0.0 and HardenConfig().weights["jacobian"] == 1.0
-    assert HardenConfig(weights={"hard": 2}).weights == {**HardenConfig().weights, "hard": 2.0}
+def test_hard_kind_is_on_for_flagged_normals_by_default() -> None:
+    assert HardenConfig().weights["hard"] == 1.0 and HardenConfig().hard_cases == "flagged"
+    assert HardenConfig(weights={"hard": 0}).weights == {**HardenConfig().weights, "hard": 0.0}
 
 
 def test_make_samples_adds_the_hard_cases_at_the_start_models_threshold() -> None:
@@ -170,10 +174,13 @@ def test_make_samples_adds_the_hard_cases_at_the_start_models_threshold() -> Non
     thr = float(np.median(score))
     wrong = np.flatnonzero(np.where(y == 1, score < thr, score >= thr))
     off = {"cam_erasure": 0, "attention": 0, "adversarial": 0, "jacobian": 0, "pool": 0}
-    sets = make_samples(bundle, data, HardenConfig(weights={**off, "hard": 1}), 1, set(), lambda phase: None, thr)
+    sets = make_samples(bundle, data, HardenConfig(weights={**off, "hard": 1}, hard_cases="both"), 1, set(),
+                        lambda phase: None, thr)
     assert [s.kind for s in sets] == ["hard"] and len(wrong) > 0
     assert sorted(sets[0].source.tolist()) == wrong.tolist() and sets[0].y.tolist() == y[wrong].tolist()
-    assert make_samples(bundle, data, HardenConfig(weights=off), 1, set(), lambda p: None, thr) == []  # off by default
+    assert make_samples(bundle, data, HardenConfig(weights={**off, "hard": 0}), 1, set(), lambda p: None, thr) == []
+    flagged = make_samples(bundle, data, HardenConfig(weights=off), 1, set(), lambda p: None, thr)  # the default
+    assert sorted(flagged[0].source.tolist()) == [i for i in wrong.tolist() if y[i] == 0]
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -190,6 +197,7 @@ def test_make_samples_adds_the_hard_cases_at_the_start_models_threshold() -> Non
     ({"train_eps": 1.5}, r"expected 0.0 < train_eps <= 1.0, got 1.5"),
     ({"erasure_item_visible": 0}, r"expected 0.0 < erasure_item_visible <= 1.0, got 0"),
     ({"erasure_cover": "box"}, r"expected erasure_cover one of 'region', 'item', 'found', got 'box'"),
+    ({"hard_cases": "normal"}, r"expected hard_cases one of 'both', 'flagged', 'missed', got 'normal'"),
     ({"erasure_confidence": 1.5}, r"expected 0.0 <= erasure_confidence <= 1.0, got 1.5"),
     ({"final_learning_rate": 2e-3}, r"expected 0 < final_learning_rate <= learning_rate \(0.001\), got 0.002"),
     ({"final_learning_rate": 0}, r"expected 0 < final_learning_rate <= learning_rate"),
