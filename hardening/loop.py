@@ -6,7 +6,7 @@ Round 0 evaluates the starting model. Every round r >= 1 takes the previous roun
 1. covers the top CAM region of correctly flagged sensitive training images with noise
    (labelled from the masks, else queued for review) and keeps those the model now misjudges;
 2. covers wrong-place attention (map peak outside the mask) with noise, label kept;
-3. walks seeds toward the boundary (Jacobian samples) and mines a pool, if given, and, if
+3. walks seeds toward the boundary (Jacobian samples), mines a pool, if given, and
    copies the training images the model gets wrong at its val threshold (``hard``: by
    default the normal images it flags, see ``HardenConfig.hard_cases``);
 4. retrains it (Adam, then an SGD finish), class-balanced,
