@@ -367,7 +367,8 @@ def make_samples(
     threshold: float | None = None,
 ) -> list[SampleSet]:
     """All new samples of round ``r`` (review-queued ones included, flagged); ``threshold``:
-    ``bundle``'s val threshold at ``cfg.recall``, which the ``hard`` kind needs."""
+    ``bundle``'s val threshold at ``cfg.recall``, which the ``hard`` kind needs (None: computed
+    here from ``data.val``, as :func:`evaluate` does; :func:`run` passes the one in metrics.json)."""
     from attacks import jacobian_boundary
 
     rng = np.random.default_rng([cfg.seed, r])
@@ -381,7 +382,10 @@ def make_samples(
     yb = bundle.labels_binary(tr.y)
     right_sens = np.flatnonzero((yb == 1) & (pred == tr.y))
     cap = cfg.max_per_kind
-    if cfg.weights["hard"] > 0 and threshold is not None:
+    if cfg.weights["hard"] > 0:
+        if threshold is None:
+            threshold = _threshold_at_recall(bundle.sensitive_score(data.val.x), bundle.labels_binary(data.val.y),
+                                             cfg.recall)
         sets.append(hard_samples(tr.x, tr.y, sensitive_score(probs, sens_idx), yb == 1, threshold, cap,
                                  cfg.hard_cases))
     need_maps = cfg.weights["cam_erasure"] > 0 or cfg.weights["attention"] > 0

@@ -181,6 +181,11 @@ def test_make_samples_adds_the_hard_cases_at_the_start_models_threshold() -> Non
     assert make_samples(bundle, data, HardenConfig(weights={**off, "hard": 0}), 1, set(), lambda p: None, thr) == []
     flagged = make_samples(bundle, data, HardenConfig(weights=off), 1, set(), lambda p: None, thr)  # the default
     assert sorted(flagged[0].source.tolist()) == [i for i in wrong.tolist() if y[i] == 0] and (y[wrong] == 0).any()
+    from hardening.loop import _threshold_at_recall
+
+    own = _threshold_at_recall(score, y, HardenConfig().recall)  # no threshold given: val's at cfg.recall
+    mine = make_samples(bundle, data, HardenConfig(weights=off), 1, set(), lambda p: None)
+    assert sorted(mine[0].source.tolist()) == np.flatnonzero((y == 0) & (score >= own)).tolist() and len(mine[0])
 
 
 @pytest.mark.parametrize("kw, match", [
