@@ -34,8 +34,8 @@ def run(rounds: int | None, data: str | None, model: str | None, out: str | None
         resume: bool, eps: str | None, pool: str | None, pool_labels: str | None, seed: int | None,
         mixed_precision: bool | None, as_json: bool) -> None:
     """Harden a model: each round finds its mistakes (CAM erasure, wrong attention,
-    adversarial and boundary samples, pool mining; optionally the training images it gets
-    wrong at its threshold), retrains on them, and measures accuracy, fpr, miss rate,
+    adversarial and boundary samples, pool mining, the normal training images it flags at
+    its threshold), retrains on them, and measures accuracy, fpr, miss rate,
     robust accuracy, pointing game and item recall.
 
     Writes RUN_DIR/round-K/model.keras, metrics.json, best.keras, review/, tensorboard/

@@ -216,31 +216,30 @@ class HardenConfig:
         weights: Training weight per sample kind (0 = off). ``hard``: copies of the training
             images the current model gets wrong at its threshold that holds ``recall`` (normal
             images it flags, sensitive ones it misses; :func:`hardening.samples.hard_samples`),
-            the cases that set the fpr. On the demo data (AMD EPYC, float32, seeds 0-3, one
-            thread each, two runs at a time; round 0 acc 0.892 / fpr 0.195 / robust 0.012-0.018
-            / item recall 0.890) round 5 with ``hard = 1`` and ``hard_cases = "both"`` read acc 0.895 / 0.907 / 0.905 /
-            0.907, fpr 0.205 / 0.150 / 0.180 / 0.180, robust 0.590 / 0.598 / 0.645 / 0.618,
-            item recall 0.893 / 0.884 / 0.918 / 0.890, miss rate 0.060 / 0.085 / 0.060 / 0.065,
-            alone_flagged 0.844 / 0.863 / 0.829 / 0.867, against ``hard = 0``'s 0.860 / 0.905
-            / 0.897 / 0.897, 0.315 / 0.205 / 0.250 / 0.225, 0.598 / 0.605 / 0.618 / 0.625,
-            0.937 / 0.944 / 0.931 / 0.944, 0.055 / 0.055 / 0.040 / 0.045, 0.815 / 0.825 /
-            0.810 / 0.820 (means: acc 0.904 vs 0.890, fpr 0.179 vs 0.249, robust 0.613 vs
-            0.612, item recall 0.896 vs 0.939, miss rate 0.068 vs 0.049); 111-378 hard samples
-            a round, rounds 2% longer. The flagged normal images were mostly the skin-toned
-            squares with a dark centre, the missed sensitive ones single small items. So:
-            lower fpr and higher accuracy on every seed, item recall and miss rate worse. On the
-            strong scenes baseline of ``train_attack`` (seed 0, one thread) it brought the
-            catastrophic overfitting back: round 1 overfit at 10/255 and again at 8/255 after
-            ``overfit_fallback`` (training robust 0.78 against validation PGD-3 0.47), robust
-            accuracy 0.112 / 0.022 at rounds 1-2 against 0.242 / 0.388 without it (fpr 0.490 /
-            0.195 against 0.310 / 0.250), and every later round overfit too: round 5 acc 0.938 /
-            fpr 0.070 / robust 0.000 / item recall 0.863 against 0.922 / 0.075 / 0.500 / 0.784.
-            ``hard_cases = "flagged"`` (the default) copies only the flagged normal images,
-            and every kind defaults to 1.
-            The Jacobian boundary samples
-            carry a good part of the robustness on the demo data: without them (``jacobian =
-            0``, seed 0) round 5 PGD accuracy was 0.517 instead of 0.595 (accuracy 0.888, fpr
-            0.140); with twice as many seeds (``jacobian_seeds = 600``) 0.592, at fpr 0.265.
+            the cases that set the fpr. On the demo data (AMD EPYC, float32, seeds 0-3, one thread
+            each, two runs at a time; round 0 acc 0.892 / fpr 0.195 / robust 0.012-0.018 / item
+            recall 0.890) round 5 with ``hard = 1`` and ``hard_cases = "both"`` read acc 0.895 /
+            0.907 / 0.905 / 0.907, fpr 0.205 / 0.150 / 0.180 / 0.180, robust 0.590 / 0.598 / 0.645
+            / 0.618, item recall 0.893 / 0.884 / 0.918 / 0.890, miss rate 0.060 / 0.085 / 0.060 /
+            0.065, alone_flagged 0.844 / 0.863 / 0.829 / 0.867, against ``hard = 0``'s 0.860 /
+            0.905 / 0.897 / 0.897, 0.315 / 0.205 / 0.250 / 0.225, 0.598 / 0.605 / 0.618 / 0.625,
+            0.937 / 0.944 / 0.931 / 0.944, 0.055 / 0.055 / 0.040 / 0.045, 0.815 / 0.825 / 0.810 /
+            0.820 (means: acc 0.904 vs 0.890, fpr 0.179 vs 0.249, robust 0.613 vs 0.612, item
+            recall 0.896 vs 0.939, miss rate 0.068 vs 0.049); 111-378 hard samples a round, rounds
+            2% longer. The flagged normal images were mostly the skin-toned squares with a dark
+            centre, the missed sensitive ones single small items. So: lower fpr and higher
+            accuracy on every seed, item recall and miss rate worse. On the strong scenes baseline
+            of ``train_attack`` (seed 0, one thread) it brought the catastrophic overfitting back:
+            round 1 overfit at 10/255 and again at 8/255 after ``overfit_fallback`` (training
+            robust 0.78 against validation PGD-3 0.47), robust accuracy 0.112 / 0.022 at rounds
+            1-2 against 0.242 / 0.388 without it (fpr 0.490 / 0.195 against 0.310 / 0.250), and
+            every later round overfit too: round 5 acc 0.938 / fpr 0.070 / robust 0.000 / item
+            recall 0.863 against 0.922 / 0.075 / 0.500 / 0.784. ``hard_cases = "flagged"`` (the
+            default) copies only the flagged normal images, and every kind defaults to 1. The
+            Jacobian boundary samples carry a good part of the robustness on the demo data:
+            without them (``jacobian = 0``, seed 0) round 5 PGD accuracy was 0.517 instead of
+            0.595 (accuracy 0.888, fpr 0.140); with twice as many seeds (``jacobian_seeds = 600``)
+            0.592, at fpr 0.265.
             ``cam_erasure = 2`` measured worse on the demo data (AMD EPYC baseline acc 0.888,
             fpr 0.190; round 5, seed 1, one thread each; acc / fpr / robust / item recall):
             0.838 / 0.345 / 0.608 / 0.947 against 0.882 / 0.175 / 0.637 / 0.937 (seed 0:
@@ -265,8 +264,7 @@ class HardenConfig:
             So: fpr down on 3 of 4 demo seeds (``hard = 0``: 0 of 4), robust >= 0.60 on all four,
             item recall above round 0's on all four, robust up on the scenes, at 1.2 points of
             scenes accuracy. 71-500 hard samples a round; the five rounds took 1,492 / 1,504 s
-            (seeds 0-1; seeds 2-3 beside a third run). Defaults to
-            ``"flagged"``.
+            (seeds 0-1; seeds 2-3 beside a third run). Defaults to ``"flagged"``.
         max_per_kind: Cap on new samples of each kind per round (and on the images explained
             for them: CAM is the costly part of a round). Defaults to 500.
         jacobian_seeds: Seed images for Jacobian boundary samples per round. Defaults to 300.

@@ -294,9 +294,9 @@ def hard_samples(
     """
     if cases not in HARD_CASES:
         raise ValueError(f"expected cases one of {', '.join(HARD_CASES)}, got {cases!r}")
-    missed = sensitive & (scores < threshold) if cases != "flagged" else np.zeros(len(scores), bool)
-    flagged = ~sensitive & (scores >= threshold) if cases != "missed" else np.zeros(len(scores), bool)
-    wrong = np.flatnonzero(missed | flagged)
+    missed = sensitive & (scores < threshold)
+    flagged = ~sensitive & (scores >= threshold)
+    wrong = np.flatnonzero({"both": missed | flagged, "flagged": flagged, "missed": missed}[cases])
     if not len(wrong) or cap <= 0:
         return SampleSet.empty("hard", images.shape[1:])
     keep = np.sort(wrong[np.argsort(-np.abs(scores[wrong] - threshold), kind="stable")[:cap]])
