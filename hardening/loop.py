@@ -146,10 +146,17 @@ def val_subset(n: int, seed: int, k: int = VAL_ATTACK_IMAGES) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 7]).permutation(n)[:k])
 
 
-def _threshold_at_recall(scores: np.ndarray, yb: np.ndarray, recall: float) -> float:
+def _val_threshold(bundle: Any, val: Any, recall: float) -> tuple[float, float]:
+    """The sensitive-score threshold that holds ``recall`` on the split ``val``, and the fpr
+    there at it: what :func:`evaluate` measures with and :func:`make_samples` picks ``hard`` by."""
     from attacks import threshold_at_recall
 
-    return float(threshold_at_recall(scores, yb, recall))
+    from .adversarial import fpr_at
+
+    yb = bundle.labels_binary(val.y)
+    scores = bundle.sensitive_score(val.x)
+    thr = float(threshold_at_recall(scores, yb, recall))
+    return thr, fpr_at(scores, yb, thr)
 
 
 def boxed_flagged(bundle: Any, x: np.ndarray, masks: np.ndarray, threshold: float, seed: int = 0) -> float:
@@ -242,13 +249,8 @@ def evaluate(bundle: Any, data: _Data, cfg: HardenConfig, seed: int, curve: bool
     """
     from cam.metrics import item_recall, pointing_game
 
-    from .adversarial import fpr_at
-
     test, val = data.test, data.val
-    yb_val = bundle.labels_binary(val.y)
-    s_val = bundle.sensitive_score(val.x)
-    thr = _threshold_at_recall(s_val, yb_val, cfg.recall)
-    val_fpr = fpr_at(s_val, yb_val, thr)
+    thr, val_fpr = _val_threshold(bundle, val, cfg.recall)
     probs = bundle.predict(test.x)
     s = probs[:, list(bundle.sensitive_indices)].sum(axis=1)
     yb = bundle.labels_binary(test.y)
@@ -384,8 +386,7 @@ def make_samples(
     cap = cfg.max_per_kind
     if cfg.weights["hard"] > 0:
         if threshold is None:
-            threshold = _threshold_at_recall(bundle.sensitive_score(data.val.x), bundle.labels_binary(data.val.y),
-                                             cfg.recall)
+            threshold = _val_threshold(bundle, data.val, cfg.recall)[0]
         sets.append(hard_samples(tr.x, tr.y, sensitive_score(probs, sens_idx), yb == 1, threshold, cap,
                                  cfg.hard_cases))
     need_maps = cfg.weights["cam_erasure"] > 0 or cfg.weights["attention"] > 0

@@ -265,7 +265,7 @@ def hard_samples(
     sensitive: np.ndarray,
     threshold: float,
     cap: int,
-    cases: str = "both",
+    cases: str = "flagged",
 ) -> SampleSet:
     """Copies of the images the model gets wrong at ``threshold``, with their own labels.
 
@@ -280,16 +280,17 @@ def hard_samples(
         sensitive: (N,) bool, the image is of a sensitive class.
         threshold: The sensitive-score threshold that flags.
         cap: Most samples to return.
-        cases: ``"both"``, ``"flagged"`` (false positives only) or ``"missed"`` (misses only).
+        cases: ``"flagged"`` (false positives only, the default, as ``HardenConfig.hard_cases``),
+            ``"missed"`` (misses only) or ``"both"``.
 
     Example:
         >>> x = np.zeros((4, 2, 2, 3), np.float32)
         >>> s = hard_samples(x, np.array([0, 0, 1, 1]), np.array([0.9, 0.1, 0.2, 0.8]),
-        ...                  np.array([False, False, True, True]), 0.5, cap=10)
+        ...                  np.array([False, False, True, True]), 0.5, cap=10, cases="both")
         >>> s.kind, s.source.tolist(), s.y.tolist()
         ('hard', [0, 2], [0, 1])
         >>> hard_samples(x, np.array([0, 0, 1, 1]), np.array([0.9, 0.1, 0.2, 0.8]),
-        ...              np.array([False, False, True, True]), 0.5, cap=10, cases="flagged").source.tolist()
+        ...              np.array([False, False, True, True]), 0.5, cap=10).source.tolist()
         [0]
     """
     if cases not in HARD_CASES:

@@ -142,11 +142,13 @@ def test_hard_samples_are_the_wrong_side_of_the_threshold_furthest_first() -> No
     x = np.arange(6, dtype=np.float32)[:, None, None, None] * np.ones((6, 2, 2, 3), np.float32)
     y = np.array([0, 0, 0, 1, 1, 1])
     scores = np.array([0.9, 0.6, 0.1, 0.2, 0.45, 0.8])  # flagged normals 0, 1; missed sensitive 3, 4
-    s = hard_samples(x, y, scores, y == 1, threshold=0.5, cap=10)
+    s = hard_samples(x, y, scores, y == 1, threshold=0.5, cap=10, cases="both")
     assert s.kind == "hard" and s.source.tolist() == [0, 1, 3, 4] and s.y.tolist() == [0, 0, 1, 1]
     assert np.array_equal(s.x, x[[0, 1, 3, 4]]) and not s.review.any()
-    assert hard_samples(x, y, scores, y == 1, 0.5, cap=2).source.tolist() == [0, 3]  # 0.4 and 0.3 past it
-    assert len(hard_samples(x, y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), y == 1, 0.5, cap=10)) == 0
+    assert hard_samples(x, y, scores, y == 1, 0.5, cap=2, cases="both").source.tolist() == [0, 3]  # 0.4, 0.3 past
+    assert len(hard_samples(x, y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), y == 1, 0.5, cap=10, cases="both")) == 0
+    # the default is the config's: the flagged normal images only (HardenConfig.hard_cases)
+    assert hard_samples(x, y, scores, y == 1, 0.5, cap=10).source.tolist() == [0, 1]
     assert hard_samples(x, y, scores, y == 1, 0.5, cap=10, cases="flagged").source.tolist() == [0, 1]
     assert hard_samples(x, y, scores, y == 1, 0.5, cap=10, cases="missed").source.tolist() == [3, 4]
     with pytest.raises(ValueError, match="cases"):
@@ -181,9 +183,9 @@ def test_make_samples_adds_the_hard_cases_at_the_start_models_threshold() -> Non
     assert make_samples(bundle, data, HardenConfig(weights={**off, "hard": 0}), 1, set(), lambda p: None, thr) == []
     flagged = make_samples(bundle, data, HardenConfig(weights=off), 1, set(), lambda p: None, thr)  # the default
     assert sorted(flagged[0].source.tolist()) == [i for i in wrong.tolist() if y[i] == 0] and (y[wrong] == 0).any()
-    from hardening.loop import _threshold_at_recall
+    from attacks import threshold_at_recall
 
-    own = _threshold_at_recall(score, y, HardenConfig().recall)  # no threshold given: val's at cfg.recall
+    own = threshold_at_recall(score, y, HardenConfig().recall)  # no threshold given: val's at cfg.recall
     mine = make_samples(bundle, data, HardenConfig(weights=off), 1, set(), lambda p: None)
     assert sorted(mine[0].source.tolist()) == np.flatnonzero((y == 0) & (score >= own)).tolist() and len(mine[0])
 
