@@ -66,7 +66,14 @@ class HardenConfig:
             the demo data (seed 0, one thread) two steps measured 0.860 / 0.295 / 0.650 /
             0.950 / 0.100 (acc / fpr / robust / item recall / boxed_flagged) against one
             step's 0.850 / 0.330 / 0.610 / 0.937 / 0.115 (see ``erasure_confidence``): better
-            there, worse on the scenes' fpr and item recall, one seed each. Defaults to 1.
+            there, worse on the scenes' fpr and item recall, one seed each. On the flagged
+            ``hard`` default (AMD EPYC, float32, seed 0, one thread each, side by side) two
+            steps lost on both: demo round 5 0.890 / 0.220 / 0.650 / 0.915 (acc / fpr / robust /
+            item recall) against one step's 0.917 / 0.155 / 0.630 / 0.900, the fpr above round
+            0's 0.195; on the strong scenes baseline of ``train_attack`` round 1 held 10/255
+            (robust 0.233), round 2 overfit and was redone at 8/255, and round 3 read 0.868 /
+            0.420 / 0.542 / 0.689 against one step's 0.917 / 0.155 / 0.435 / 0.778 (stopped
+            there). Defaults to 1.
         train_attack: ``"fgsm"``: ``pgd_steps`` steps of PGD from a random start (FGSM for
             one step); ``"n-fgsm"``: N-FGSM (noise within twice ``train_eps``, one step of
             ``train_eps``, no projection; ``pgd_steps`` ignored), made to avoid the
