@@ -486,13 +486,16 @@ def selection_score(m: dict[str, Any], min_clean: float, fpr_weight: float = 0.0
 
 def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray, extra_w: np.ndarray,
              cfg: HardenConfig, r: int, out: Path, min_clean: float = 0.0, policy: str = "float32", *,
-             epochs: int, warmup: int, train_eps: float | None = None) -> tuple[Any, float]:
+             epochs: int, warmup: int, train_eps: float | None = None,
+             train_steps: int | None = None) -> tuple[Any, float, int]:
     """Retrain ``bundle``'s model on the training split plus the extra samples: Adam, then SGD.
 
-    The training attack's budget is ``train_eps`` (default ``cfg.attack_eps``). If the Adam
-    phase ends catastrophically overfit (:func:`overfit_warning`), ``cfg.overfit_fallback`` is
-    on and that budget is above ``cfg.eps``, the Adam phase is redone from ``bundle``'s model
-    at ``cfg.eps``. Returns the retrained (float32) model and the budget it trained at.
+    The training attack's budget is ``train_eps`` (default ``cfg.attack_eps``), its PGD steps
+    ``train_steps`` (default :func:`round_train_steps`' for a first round). If the Adam phase
+    ends catastrophically overfit (:func:`overfit_warning`) and ``cfg.overfit_fallback`` is on,
+    it is redone from ``bundle``'s model: at ``cfg.eps`` if the budget was above it, and, if
+    it overfits at ``cfg.eps`` with a single-step attack, with :data:`OVERFIT_STEPS`-step PGD.
+    Returns the retrained (float32) model and the budget and steps it trained with.
     """
     import keras
 
@@ -507,6 +510,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
     adv_w = cfg.weights["adversarial"]
     val_steps = min(cfg.eval_steps, 3)  # the per-epoch validation attack's steps
     eps = cfg.attack_eps if train_eps is None else train_eps
+    steps = round_train_steps([], cfg) if train_steps is None else train_steps
     attention: dict[str, Any] = {}
     if cfg.attention_weight > 0 and adv_w > 0 and tr.masks is not None:
         from .adversarial import item_channel
@@ -524,7 +528,7 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         vx, vy = vx[sub], vy[sub]
     strategy = get_strategy()
 
-    def adam(attack_eps: float, logs: str) -> tuple[Any, Any, list[Any], dict[str, list[float]]]:
+    def adam(attack_eps: float, attack_steps: int, logs: str) -> tuple[Any, Any, list[Any], dict[str, list[float]]]:
         """A fresh copy of ``bundle``'s model, its trainer and selection callbacks, after the Adam phase."""
         inner = load_model(bundle.path).model
         if policy != "float32":  # mixed precision (training_policy): the loaded model is float32
@@ -534,12 +538,12 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         if adv_w > 0:
             from .adversarial import AdversarialTrainer
 
-            model = AdversarialTrainer(inner, eps=attack_eps, eval_eps=cfg.eps, steps=cfg.pgd_steps,
+            model = AdversarialTrainer(inner, eps=attack_eps, eval_eps=cfg.eps, steps=attack_steps,
                                        adversarial_weight=adv_w,
                                        fgsm_mix=cfg.fgsm_mix, eval_steps=val_steps,
                                        clean_fraction=cfg.clean_fraction, min_clean_accuracy=min_clean,
                                        objective=cfg.objective, trades_beta=cfg.trades_beta, dtype=policy,
-                                       noise_fgsm=cfg.train_attack == "n-fgsm",
+                                       noise_fgsm=cfg.train_attack == "n-fgsm" and attack_steps == 1,
                                        predicted_labels=cfg.attack_predicted, **attention)
             if warmup:
                 from .adversarial import EpsWarmup
@@ -560,25 +564,33 @@ def _retrain(bundle: Any, data: _Data, extra_x: np.ndarray, extra_y: np.ndarray,
         return inner, model, select, hist
 
     with strategy.scope():
-        inner, model, select, hist = adam(eps, f"round-{r}")
+        inner, model, select, hist = adam(eps, steps, f"round-{r}")
         warning = overfit_warning(hist, r, val_steps)
-        if warning:
+        redone = 0
+        while warning:
             _log(warning)
-            if cfg.overfit_fallback and adv_w > 0 and eps > cfg.eps:
+            if not (cfg.overfit_fallback and adv_w > 0):
+                break
+            if eps > cfg.eps:
                 _log(f"round {r}: retraining at train_eps = eps ({format_budget(cfg.eps)} instead of "
                      f"{format_budget(eps)}), here and in every later round (overfit_fallback)")
                 eps = cfg.eps
-                inner, model, select, hist = adam(eps, f"round-{r}-fallback")
-                warning = overfit_warning(hist, r, val_steps)
-                if warning:
-                    _log(warning)
+            elif steps < OVERFIT_STEPS:
+                _log(f"round {r}: retraining with {OVERFIT_STEPS}-step PGD instead of a single-step attack, "
+                     "here and in every later round (overfit_fallback)")
+                steps = OVERFIT_STEPS
+            else:
+                break
+            redone += 1
+            inner, model, select, hist = adam(eps, steps, f"round-{r}-fallback" + (f"-{redone}" if redone > 1 else ""))
+            warning = overfit_warning(hist, r, val_steps)
         if cfg.sgd_epochs:
             fit_arrays(model, x, y, vx, vy, epochs=cfg.sgd_epochs, batch_size=cfg.batch_size,
                        optimizer="sgd", learning_rate=cfg.sgd_learning_rate, sample_weight=w,
                        seed=cfg.seed * 1000 + r + 7, callbacks=select, description=f"round {r} sgd", monitor=monitor)
         if policy != "float32":  # saved and evaluated in float32, like the model it started from
             inner = with_dtype_policy(inner, "float32")
-    return inner, eps
+    return inner, eps, steps
 
 
 def round_train_eps(metrics: list[dict[str, Any]], cfg: HardenConfig) -> float:
@@ -596,8 +608,25 @@ def round_train_eps(metrics: list[dict[str, Any]], cfg: HardenConfig) -> float:
     return min([cfg.attack_eps, *(float(m["train_eps"]) for m in metrics if m.get("train_eps") is not None)])
 
 
+def round_train_steps(metrics: list[dict[str, Any]], cfg: HardenConfig) -> int:
+    """The training attack's PGD steps for the next round: ``cfg.pgd_steps`` (1 for N-FGSM),
+    or more if an earlier round overfit at ``cfg.eps`` and was redone with
+    :data:`OVERFIT_STEPS` (see ``HardenConfig.overfit_fallback``); read from ``metrics``.
+
+    Example:
+        >>> cfg = HardenConfig()
+        >>> round_train_steps([{"round": 0}], cfg), round_train_steps([{"round": 0}, {"round": 1, "train_steps": 2}], cfg)
+        (1, 2)
+    """
+    own = 1 if cfg.train_attack == "n-fgsm" else cfg.pgd_steps
+    return max([own, *(int(m["train_steps"]) for m in metrics if m.get("train_steps") is not None)])
+
+
 #: Training (single-step) robust accuracy this far above the validation PGD one flags a round.
 OVERFIT_GAP = 0.25
+
+#: PGD steps of a round redone because its single-step training overfit at ``eps``.
+OVERFIT_STEPS = 2
 
 
 def overfit_warning(hist: dict[str, list[float]], r: int, val_steps: int) -> str | None:
@@ -840,9 +869,10 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
             if cfg.weights["adversarial"] > 0:  # made on the fly, one per training image and epoch
                 added["adversarial"] = (len(data.train.x) + len(ax)) * (epochs + cfg.sgd_epochs)
             t1 = time.perf_counter()
-            planned = round_train_eps(metrics, cfg)
-            model, train_eps = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg),
-                                        warmup=warmup, policy=policy, epochs=epochs, train_eps=planned)
+            planned, planned_steps = round_train_eps(metrics, cfg), round_train_steps(metrics, cfg)
+            model, train_eps, train_steps = _retrain(prev, data, ax, ay, aw, cfg, r, out, _min_clean(metrics, cfg),
+                                                     warmup=warmup, policy=policy, epochs=epochs, train_eps=planned,
+                                                     train_steps=planned_steps)
             phases["retrain"] = time.perf_counter() - t1
             save_model(model, rdir / "model.keras", names, prev.sensitive_names)
             bundle = load_model(rdir / "model.keras")
@@ -857,7 +887,8 @@ def run(cfg: HardenConfig, resume: bool = False) -> RunResult:
         phases["gallery"] = time.perf_counter() - t1
         m = {"round": r, **m, "start_round": None if r == 0 else start_from,
              "train_eps": None if r == 0 or cfg.weights["adversarial"] == 0 else train_eps,
-             "overfit_fallback": r > 0 and train_eps < planned, "samples_added": added,
+             "train_steps": None if r == 0 or cfg.weights["adversarial"] == 0 else train_steps,
+             "overfit_fallback": r > 0 and (train_eps < planned or train_steps > planned_steps), "samples_added": added,
              "seconds": time.perf_counter() - t0, "phase_seconds": {k: round(v, 2) for k, v in phases.items()}}
         metrics.append(m)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))

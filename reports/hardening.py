@@ -7,8 +7,8 @@ Reads only what ``harden run`` saved; no model is loaded or run:
   alone_flagged, threshold,
   samples_added{kind: n}, robust_by_eps{"eps": acc}, confusion [[tn, fp], [fn, tp]], seconds``,
   ``start_round`` (the round it retrained from, shown when not the one before) and ``train_eps``
-  (the training attack's budget), ``overfit_fallback`` (true for the round whose training
-  overfit and was redone at ``eps``).
+  (the training attack's budget), ``train_steps`` (its PGD steps), ``overfit_fallback`` (true
+  for the round whose training overfit and was redone at ``eps`` or with more steps).
 * ``RUN_DIR/round-K/drift/*.png``: CAM overlays of the same test images every round.
 * ``RUN_DIR/round-K/top-loss.csv``: ``file,true_label,score,loss,overlay`` (overlay relative
   to RUN_DIR).
@@ -139,11 +139,14 @@ def restarted_from(m: dict[str, Any]) -> int | None:
 def round_notes(m: dict[str, Any]) -> list[str]:
     """What set a round apart: "from round k" if it restarted from an earlier round (see
     :func:`restarted_from`), "overfit: retrained at e/255" if its training overfit and was redone
-    at the measured budget (``overfit_fallback`` in ``metrics.json``).
+    at the measured budget (``overfit_fallback`` in ``metrics.json``), with ", PGD-k" when that
+    training attack took k > 1 steps (``train_steps``).
 
     Example:
         >>> round_notes({"round": 3, "start_round": 1, "overfit_fallback": True, "train_eps": 8 / 255})
         ['from round 1', 'overfit: retrained at 8/255']
+        >>> round_notes({"round": 2, "start_round": 1, "overfit_fallback": True, "train_eps": 8 / 255, "train_steps": 2})
+        ['overfit: retrained at 8/255, PGD-2']
         >>> round_notes({"round": 3, "start_round": 2})
         []
     """
@@ -152,8 +155,10 @@ def round_notes(m: dict[str, Any]) -> list[str]:
     if src is not None:
         notes.append(f"from round {src}")
     eps = _metric(m, "train_eps")
+    steps = m.get("train_steps")
     if m.get("overfit_fallback") and eps is not None:
-        notes.append(f"overfit: retrained at {format_budget(eps)}")
+        notes.append(f"overfit: retrained at {format_budget(eps)}" + (f", PGD-{steps}" if isinstance(steps, int)
+                                                                       and steps > 1 else ""))
     return notes
 
 

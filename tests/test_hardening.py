@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -404,13 +405,47 @@ def test_overfit_fallback_retrains_at_eps_and_later_rounds_stay_there(tiny_data:
     assert [m["overfit_fallback"] for m in res.metrics] == [False, True, False]
     out, err = capsys.readouterr()
     assert "round 1: retraining at train_eps = eps (8/255 instead of 10/255)" in err
-    assert "(overfit: retrained at 8/255)" in out.splitlines()[1] and "overfit" not in out.splitlines()[2]
+    # the note names the attack it retrained with: this config's two PGD steps
+    assert "(overfit: retrained at 8/255, PGD-2)" in out.splitlines()[1] and "overfit" not in out.splitlines()[2]
     assert (Path(cfg.out) / "tensorboard" / "round-1-fallback").is_dir()
     seen.clear()  # switched off: only the warning, and the configured budget throughout
     res = loop.run(_cfg(tiny_data, tmp_path, "warn-only", rounds=1, pool=None, weights={"pool": 0},
                         overfit_fallback=False))
     assert seen == [("round 1 adam", 10.0), ("round 1 sgd", 10.0)]
     assert res.metrics[1]["train_eps"] == cfg.attack_eps
+
+
+@pytest.mark.slow
+def test_overfit_fallback_at_eps_retrains_with_two_step_pgd(tiny_data: Path, tmp_path: Path, monkeypatch,
+                                                            capsys) -> None:
+    import hardenkit.train
+    from hardening import loop
+
+    real_fit = hardenkit.train.fit_arrays
+    seen = []
+
+    def fit(model, *a, **k):
+        seen.append((k["description"], round(model.eps * 255, 6), model.steps, model.noise_fgsm))
+        hist = real_fit(model, *a, **k)
+        if len(seen) <= 2:  # round 1 overfits at 10/255 and again at 8/255 with one step
+            hist = {**hist, "robust_accuracy": [0.95], "val_robust_accuracy": [0.3]}
+        return hist
+
+    monkeypatch.setattr(hardenkit.train, "fit_arrays", fit)
+    cfg = _cfg(tiny_data, tmp_path, "ladder", pool=None, weights={"pool": 0}, train_attack="n-fgsm")
+    res = loop.run(cfg)
+    assert seen == [("round 1 adam", 10.0, 1, True), ("round 1 adam", 8.0, 1, True), ("round 1 adam", 8.0, 2, False),
+                    ("round 1 sgd", 8.0, 2, False), ("round 2 adam", 8.0, 2, False), ("round 2 sgd", 8.0, 2, False)]
+    assert [m["train_steps"] for m in res.metrics] == [None, 2, 2]
+    assert [m["overfit_fallback"] for m in res.metrics] == [False, True, False]
+    out, err = capsys.readouterr()
+    assert "round 1: retraining with 2-step PGD instead of a single-step attack" in err
+    assert "(overfit: retrained at 8/255, PGD-2)" in out.splitlines()[1]
+    assert (Path(cfg.out) / "tensorboard" / "round-1-fallback-2").is_dir()
+    seen.clear()  # resumed after round 1: round 2 keeps the two steps (read back from metrics.json)
+    shutil.rmtree(Path(cfg.out) / "round-2")
+    loop.run(cfg, resume=True)
+    assert seen == [("round 2 adam", 8.0, 2, False), ("round 2 sgd", 8.0, 2, False)]
 
 
 def test_start_round_is_the_last_round_unless_it_collapsed() -> None:
