@@ -380,23 +380,32 @@ def test_attention_weight_and_train_attack_reach_the_trainer(tiny_data: Path, tm
     assert seen and all(c == 3 and w == 0.0 and not nf for c, w, _, nf in seen)
 
 
-@pytest.mark.slow
-def test_overfit_fallback_retrains_at_eps_and_later_rounds_stay_there(tiny_data: Path, tmp_path: Path, monkeypatch,
-                                                                      capsys) -> None:
+def _overfit_fits(monkeypatch, n_overfit: int, record) -> list:
+    """Patch the loop's fits: each appends ``record(model, kwargs)`` to the returned list, and the
+    first ``n_overfit`` report a training robust accuracy far above the validation one."""
     import hardenkit.train
-    from hardening import loop
 
     real_fit = hardenkit.train.fit_arrays
-    seen = []
+    seen: list = []
 
     def fit(model, *a, **k):
-        seen.append((k["description"], round(model.eps * 255, 6)))
+        seen.append(record(model, k))
         hist = real_fit(model, *a, **k)
-        if len(seen) == 1:  # only round 1's first Adam phase ends overfit
+        if len(seen) <= n_overfit:
             hist = {**hist, "robust_accuracy": [0.95], "val_robust_accuracy": [0.3]}
         return hist
 
     monkeypatch.setattr(hardenkit.train, "fit_arrays", fit)
+    return seen
+
+
+@pytest.mark.slow
+def test_overfit_fallback_retrains_at_eps_and_later_rounds_stay_there(tiny_data: Path, tmp_path: Path, monkeypatch,
+                                                                      capsys) -> None:
+    from hardening import loop
+
+    # only round 1's first Adam phase ends overfit
+    seen = _overfit_fits(monkeypatch, 1, lambda model, k: (k["description"], round(model.eps * 255, 6)))
     cfg = _cfg(tiny_data, tmp_path, "fallback", pool=None, weights={"pool": 0})
     res = loop.run(cfg)
     assert seen == [("round 1 adam", 10.0), ("round 1 adam", 8.0), ("round 1 sgd", 8.0),
@@ -418,20 +427,11 @@ def test_overfit_fallback_retrains_at_eps_and_later_rounds_stay_there(tiny_data:
 @pytest.mark.slow
 def test_overfit_fallback_at_eps_retrains_with_two_step_pgd(tiny_data: Path, tmp_path: Path, monkeypatch,
                                                             capsys) -> None:
-    import hardenkit.train
     from hardening import loop
 
-    real_fit = hardenkit.train.fit_arrays
-    seen = []
-
-    def fit(model, *a, **k):
-        seen.append((k["description"], round(model.eps * 255, 6), model.steps, model.noise_fgsm))
-        hist = real_fit(model, *a, **k)
-        if len(seen) <= 2:  # round 1 overfits at 10/255 and again at 8/255 with one step
-            hist = {**hist, "robust_accuracy": [0.95], "val_robust_accuracy": [0.3]}
-        return hist
-
-    monkeypatch.setattr(hardenkit.train, "fit_arrays", fit)
+    # round 1 overfits at 10/255 and again at 8/255 with one step
+    seen = _overfit_fits(monkeypatch, 2, lambda model, k: (k["description"], round(model.eps * 255, 6), model.steps,
+                                                           model.noise_fgsm))
     cfg = _cfg(tiny_data, tmp_path, "ladder", pool=None, weights={"pool": 0}, train_attack="n-fgsm")
     res = loop.run(cfg)
     assert seen == [("round 1 adam", 10.0, 1, True), ("round 1 adam", 8.0, 1, True), ("round 1 adam", 8.0, 2, False),
