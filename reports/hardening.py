@@ -155,10 +155,12 @@ def round_notes(m: dict[str, Any]) -> list[str]:
     if src is not None:
         notes.append(f"from round {src}")
     eps = _metric(m, "train_eps")
-    steps = m.get("train_steps")
     if m.get("overfit_fallback") and eps is not None:
-        notes.append(f"overfit: retrained at {format_budget(eps)}" + (f", PGD-{steps}" if isinstance(steps, int)
-                                                                       and steps > 1 else ""))
+        note = f"overfit: retrained at {format_budget(eps)}"
+        steps = m.get("train_steps")
+        if isinstance(steps, int) and steps > 1:
+            note += f", PGD-{steps}"
+        notes.append(note)
     return notes
 
 
